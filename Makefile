@@ -1,0 +1,55 @@
+# dinfer — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ANVIL := node_modules/.bin/anvil
+PYTEST_ARGS ?=
+
+.PHONY: run test test-full install install-test lint bench clean devnet-down
+
+## Runtime install: venv + package + pinned anvil from npm.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(ANVIL): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(ANVIL)
+
+## Test install: runtime + test extras + system tools the e2e tests drive (nginx).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install-test: install $(VENV)/.installed-test
+	@bash scripts/ensure-system-deps.sh
+
+run: install
+	$(BIN)/dinfer devnet up
+
+devnet-down: install
+	$(BIN)/dinfer devnet down
+
+test: install-test
+	$(BIN)/ruff check src tests bench
+	bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+test-full: install-test
+	DINFER_TEST_FULL=1 bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: install-test
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .devnet .cache

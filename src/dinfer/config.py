@@ -1,0 +1,272 @@
+"""Settings for every dinfer process, loaded from a TOML file and ``DINFER_*`` environment variables.
+
+Precedence (highest first): environment (``DINFER_NODE__PUBLIC_PORT=9001``), then the TOML file, then the
+defaults below. One frozen object per process; constructors take it instead of dozens of keyword arguments.
+
+``ProtocolParams`` is the single source of truth for the on-chain parameters: ``dinfer deploy`` passes its
+values *and* its allowed maxima to the Registry constructor, so the contract and Python agree on defaults and
+ranges. Fractions are integers in basis points (1 bp = 0.01 %), the unit the contracts use.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dinfer.errors import ConfigError
+
+BPS = 10_000
+"""Basis points in 100 %."""
+
+_U64 = 2**64 - 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProtocolParams(_Frozen):
+    """On-chain protocol parameters (Registry). Field order is the on-chain parameter id: append, never reorder."""
+
+    downtime_grace_blocks: int = Field(50, ge=0, le=1_000_000)
+    """Blocks after an executor's first missed inference of the epoch before downtime slashing may apply."""
+    expiration_blocks: int = Field(20, ge=1, le=100_000)
+    """Blocks after which an unfinished inference can be expired by anyone (refund + miss)."""
+    missed_p0_bps: int = Field(1_000, ge=1, le=BPS - 1)
+    """MissedStatTest null-hypothesis miss rate p0 (1000 bp = 0.10)."""
+    missed_alpha_bps: int = Field(500, ge=1, le=BPS - 1)
+    """MissedStatTest significance level alpha (500 bp = 0.05)."""
+    slash_fraction_downtime_bps: int = Field(1_000, ge=0, le=BPS)
+    """Share of collateral slashed for downtime (1000 bp = 10 %)."""
+    slash_fraction_invalid_bps: int = Field(2_000, ge=0, le=BPS)
+    """Share of collateral slashed when an executor is confirmed INVALID (2000 bp = 20 %)."""
+    validation_rate_bps: int = Field(1_000, ge=0, le=BPS)
+    """Base probability that a given validator re-checks a given inference (1000 bp = 10 %)."""
+    epoch_length_blocks: int = Field(60, ge=10, le=10_000_000)
+    """Length L of an epoch in blocks."""
+    poc_generate_blocks: int = Field(10, ge=1, le=1_000_000)
+    """Blocks of the POC_GENERATE stage at the start of an epoch."""
+    poc_validate_blocks: int = Field(5, ge=1, le=1_000_000)
+    """Blocks of the POC_VALIDATE stage; SET_NEW_VALIDATORS is the single block after it."""
+    model_loading_blocks: int = Field(5, ge=0, le=1_000_000)
+    """Blocks of MODEL_LOADING after the switch, before INFERENCE."""
+    end_of_epoch_blocks: int = Field(5, ge=0, le=1_000_000)
+    """Blocks of END_OF_EPOCH at the end of an epoch."""
+    checkpoint_tokens: int = Field(100, ge=1, le=1_000_000)
+    """Session tokens between two signed cumulative receipts."""
+    min_proven_tokens: int = Field(100, ge=1, le=1_000_000)
+    """Smallest token claim a session proof-of-work may carry."""
+    expected_tokens_per_sec: int = Field(1_000, ge=1, le=10_000_000)
+    """Upper bound used for unsigned session claims: cumulative ≤ 2 × this × elapsed seconds."""
+    treasury_fee_bps: int = Field(1_000, ge=0, le=BPS)
+    """Share of session payments sent to the treasury (1000 bp = 10 %)."""
+    coverage_bonus_bps: int = Field(1_000, ge=0, le=BPS)
+    """Epoch-reward bonus for a participant serving every governance model (1000 bp = 10 %)."""
+    max_draws: int = Field(32, ge=1, le=256)
+    """Maximum weighted draws when building an executor order."""
+    min_collateral_wei: int = Field(10**16, ge=1, le=_U64 * 10**9)
+    """Smallest collateral a host may register with."""
+    unbonding_blocks: int = Field(100, ge=0, le=10_000_000)
+    """Blocks between an unbond request and the withdrawal of that collateral."""
+    request_window_seconds: int = Field(120, ge=1, le=86_400)
+    """How far a signed request's timestamp may be from block time."""
+    governance_delay_blocks: int = Field(0, ge=0, le=10_000_000)
+    """Blocks between a parameter proposal and when it may be applied (0 on the devnet)."""
+    session_dispute_blocks: int = Field(10, ge=0, le=10_000_000)
+    """Blocks after a session's last proof before the host may complete it alone."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Parameter names in on-chain id order."""
+        return list(cls.model_fields)
+
+    @classmethod
+    def maxima(cls) -> list[int]:
+        """Allowed maximum of each parameter, in id order (enforced by the Registry too)."""
+        out = []
+        for name, info in cls.model_fields.items():
+            le = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+            if le is None:
+                raise ConfigError(f"protocol.{name} has no upper bound")
+            out.append(int(le))
+        return out
+
+    @classmethod
+    def minima(cls) -> list[int]:
+        """Allowed minimum of each parameter, in id order."""
+        return [
+            int(next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), 0))
+            for info in cls.model_fields.values()
+        ]
+
+    def values(self) -> list[int]:
+        """Parameter values in on-chain id order."""
+        return [int(getattr(self, n)) for n in self.names()]
+
+    @classmethod
+    def param_id(cls, name: str) -> int:
+        """On-chain id of a parameter name; ``ConfigError`` naming the known ones otherwise."""
+        names = cls.names()
+        if name not in names:
+            raise ConfigError(f"unknown protocol parameter {name!r}; known: {', '.join(names)}")
+        return names.index(name)
+
+
+class ChainSettings(_Frozen):
+    """How a process reaches the chain."""
+
+    rpc_urls: list[str] = ["http://127.0.0.1:8545"]
+    """JSON-RPC endpoints; the pool round-robins over the healthy ones."""
+    connections_per_url: int = Field(2, ge=1, le=64)
+    """Independent connections opened to each endpoint (a dead one is replaced in the background)."""
+    request_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Per-request timeout before the pool retries on another connection."""
+    health_interval_s: float = Field(30.0, gt=0, le=3600)
+    """Background health check period of every pooled connection."""
+    deployment_file: Path | None = None
+    """JSON file with the deployed contract addresses (written by ``dinfer deploy`` / the devnet)."""
+    confirmations: int = Field(0, ge=0, le=64)
+    """Blocks an event must be buried under before the listener handles it."""
+    tx_receipt_timeout_s: float = Field(60.0, gt=0, le=3600)
+    """How long to wait for a receipt before re-sending with a bumped fee."""
+    tx_fee_bump_percent: int = Field(25, ge=10, le=500)
+    """Fee increase on re-send of a dropped transaction (nodes require ≥ 10 %)."""
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("at least one RPC URL is required")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"RPC URL must start with http:// or https://, got {url!r}")
+        return urls
+
+
+class NodeSettings(_Frozen):
+    """Host node (``dinfer node``)."""
+
+    bind: str = "127.0.0.1"
+    """Address of the public API (OpenAI routes, WebSocket sessions)."""
+    public_port: int = Field(9000, ge=1, le=65535)
+    callback_port: int = Field(9100, ge=1, le=65535)
+    """ML-node callbacks (PoC batches)."""
+    admin_port: int = Field(9200, ge=1, le=65535)
+    admin_bind: str = "127.0.0.1"
+    """The admin API stays on loopback unless the operator opts out."""
+    public_url: str = ""
+    """URL other hosts and clients use to reach this node (registered on chain)."""
+    private_key: SecretStr | None = None
+    """Host account key (hex). Prefer the environment: ``DINFER_NODE__PRIVATE_KEY``."""
+    data_dir: Path = Path(".dinfer")
+    """SQLite store, event cursors and payloads live here."""
+    batch_max_records: int = Field(50, ge=1, le=500)
+    """Records per batched start/finish transaction."""
+    batch_max_delay_s: float = Field(1.0, gt=0, le=600)
+    """Longest a record waits in the batch queue before a flush."""
+    ttft_timeout_s: float = Field(10.0, gt=0, le=600)
+    """No first token within this time → fall back to the next executor."""
+    max_attempts: int = Field(3, ge=1, le=16)
+    """Executors tried per request (first + fallbacks)."""
+    max_tokens_default: int = Field(256, ge=1, le=131_072)
+    max_tokens_limit: int = Field(4096, ge=1, le=131_072)
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=64_000_000)
+    rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000)
+    """Per-client request budget (token bucket) on the public API."""
+
+
+class MLNodeSettings(_Frozen):
+    """ML node (``dinfer mlnode``)."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    node_id: str = Field("node-1", min_length=1, max_length=64)
+    version: str = Field("v0.1.0", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
+    """Version this ML node reports and the route prefix it also answers under (``/{version}/...``)."""
+    engine: Literal["llamacpp", "vllm"] = "llamacpp"
+    engine_threads: int = Field(2, ge=1, le=256)
+    queue_limit: int = Field(64, ge=1, le=100_000)
+    """Requests waiting per engine before new ones get 503 + Retry-After."""
+
+
+class DevnetSettings(_Frozen):
+    """Local network started by ``make run``."""
+
+    hosts: int = Field(3, ge=1, le=32)
+    mlnodes_per_host: int = Field(1, ge=1, le=8)
+    anvil_port: int = Field(8545, ge=1, le=65535)
+    block_time_s: float = Field(1.0, gt=0, le=60)
+    """anvil ``--block-time``: automine stalls under concurrent submission."""
+    state_dir: Path = Path(".devnet")
+    genesis: Path | None = None
+    """Genesis TOML; the packaged ``devnet.toml`` when unset."""
+
+
+class Settings(BaseSettings):
+    """Everything one dinfer process reads at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="DINFER_", env_nested_delimiter="__", frozen=True, extra="forbid")
+
+    protocol: ProtocolParams = ProtocolParams()
+    chain: ChainSettings = ChainSettings()
+    node: NodeSettings = NodeSettings()
+    mlnode: MLNodeSettings = MLNodeSettings()
+    devnet: DevnetSettings = DevnetSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the TOML file's content; the environment overrides them.
+        return env_settings, init_settings
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``protocol.expiration_blocks: Input should be less than or equal to 100000 (got -1)``."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "settings"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{where}: {item['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; ``ConfigError`` naming the file and the syntax problem otherwise."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (TOML) + ``DINFER_*`` env. Raises ``ConfigError`` naming every bad key.
+
+    Example:
+        >>> load_settings(None, node={"public_port": 9001}).node.public_port
+        9001
+    """
+    data: dict[str, Any] = read_toml(Path(path)) if path else {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None

@@ -1,0 +1,156 @@
+"""Keys, signatures and request hashing (secp256k1 via eth-account; coincurve makes signing fast).
+
+Request authorisation (design §5): a client signs ``request_digest(sha256(body), timestamp, ta_address)``
+with EIP-191 ``personal_sign``. The contract recomputes the same digest, ``ecrecover``s the client and derives
+``inference_id = keccak256(signature)``. Signatures are 65 bytes ``r ‖ s ‖ v`` with ``v ∈ {27, 28}`` and low
+``s`` (EIP-2); high-``s`` twins are refused so one request cannot yield two inference ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, NewType
+
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import keccak, to_checksum_address
+
+from dinfer.errors import CryptoError
+
+Address = NewType("Address", str)
+"""A checksummed 0x-prefixed address."""
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_HALF_N = SECP256K1_N // 2
+
+EIP712_DOMAIN_NAME = "dinfer"
+EIP712_DOMAIN_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Keypair:
+    """A secp256k1 account. ``private_key`` is 0x-hex."""
+
+    private_key: str
+    address: Address
+
+    @classmethod
+    def from_private_key(cls, key: str | bytes) -> Keypair:
+        try:
+            acct = Account.from_key(key)
+        except (ValueError, TypeError) as exc:
+            raise CryptoError(f"invalid private key: {exc}") from None
+        return cls(private_key="0x" + bytes(acct.key).hex(), address=Address(acct.address))
+
+    @classmethod
+    def generate(cls) -> Keypair:
+        acct = Account.create()
+        return cls(private_key="0x" + bytes(acct.key).hex(), address=Address(acct.address))
+
+
+def checksum(address: str) -> Address:
+    """Checksummed form of ``address``; ``CryptoError`` if it is not a 20-byte hex address."""
+    try:
+        return Address(to_checksum_address(address))
+    except (ValueError, TypeError) as exc:
+        raise CryptoError(f"not an address: {address!r}") from exc
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def request_digest(body_sha256: bytes, timestamp: int, ta_address: str) -> bytes:
+    """``keccak256(abi.encode(bytes32 body_sha256, uint256 timestamp, address ta))`` — what a client signs."""
+    if len(body_sha256) != 32:
+        raise CryptoError("body hash must be 32 bytes (sha256 of the request body)")
+    if timestamp < 0:
+        raise CryptoError("timestamp must be non-negative")
+    ta = bytes.fromhex(checksum(ta_address)[2:])
+    return keccak(body_sha256 + timestamp.to_bytes(32, "big") + ta.rjust(32, b"\0"))
+
+
+def _check_low_s(signature: bytes) -> None:
+    if len(signature) != 65:
+        raise CryptoError(f"signature must be 65 bytes, got {len(signature)}")
+    s = int.from_bytes(signature[32:64], "big")
+    if s == 0 or s > SECP256K1_HALF_N:
+        raise CryptoError("signature s value is not in the lower half order (malleable signature refused)")
+    if signature[64] not in (27, 28):
+        raise CryptoError("signature v must be 27 or 28")
+
+
+def sign_digest_eip191(digest: bytes, private_key: str) -> bytes:
+    """EIP-191 ``personal_sign`` of a 32-byte digest; returns 65 bytes ``r‖s‖v``."""
+    signed = Account.sign_message(encode_defunct(primitive=digest), private_key)
+    return bytes(signed.signature)
+
+
+def recover_digest_eip191(digest: bytes, signature: bytes) -> Address:
+    """Signer of an EIP-191 signature over ``digest``; refuses malleable (high-s) signatures."""
+    _check_low_s(signature)
+    try:
+        return Address(Account.recover_message(encode_defunct(primitive=digest), signature=signature))
+    except Exception as exc:  # eth-keys raises several unrelated types for garbage input
+        raise CryptoError(f"signature does not recover: {exc}") from None
+
+
+def sign_request(body: bytes, timestamp: int, ta_address: str, private_key: str) -> bytes:
+    """Client signature authorising ``ta_address`` to start an inference for ``body``."""
+    return sign_digest_eip191(request_digest(sha256(body), timestamp, ta_address), private_key)
+
+
+def recover_request_signer(body: bytes, timestamp: int, ta_address: str, signature: bytes) -> Address:
+    """Who signed this request (the paying client)."""
+    return recover_digest_eip191(request_digest(sha256(body), timestamp, ta_address), signature)
+
+
+def inference_id(signature: bytes) -> bytes:
+    """``keccak256(signature)`` — an inference's id; unique forever because the contract refuses reuse."""
+    _check_low_s(signature)
+    return keccak(signature)
+
+
+def eip712_domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:
+    return {
+        "name": EIP712_DOMAIN_NAME,
+        "version": EIP712_DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": checksum(verifying_contract),
+    }
+
+
+def sign_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any], private_key: str) -> bytes:
+    """EIP-712 signature (65 bytes) over ``message`` of the primary type in ``types``."""
+    try:
+        signable = encode_typed_data(domain_data=domain, message_types=types, message_data=message)
+    except Exception as exc:
+        raise CryptoError(f"invalid typed data: {exc}") from None
+    return bytes(Account.sign_message(signable, private_key).signature)
+
+
+def recover_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any], signature: bytes) -> Address:
+    """Signer of an EIP-712 signature; refuses malleable signatures."""
+    _check_low_s(signature)
+    try:
+        signable = encode_typed_data(domain_data=domain, message_types=types, message_data=message)
+        return Address(Account.recover_message(signable, signature=signature))
+    except CryptoError:
+        raise
+    except Exception as exc:
+        raise CryptoError(f"typed-data signature does not recover: {exc}") from None
+
+
+RECEIPT_TYPES: dict[str, Any] = {"Receipt": [{"name": "jobId", "type": "uint256"}, {"name": "cumulativeTokens", "type": "uint256"}]}
+"""EIP-712 type of a session receipt: the client acknowledges ``cumulativeTokens`` served on ``jobId``."""
+
+
+def sign_receipt(chain_id: int, sessions_contract: str, job_id: int, cumulative_tokens: int, private_key: str) -> bytes:
+    msg = {"jobId": job_id, "cumulativeTokens": cumulative_tokens}
+    return sign_typed(eip712_domain(chain_id, sessions_contract), RECEIPT_TYPES, msg, private_key)
+
+
+def recover_receipt(chain_id: int, sessions_contract: str, job_id: int, cumulative_tokens: int, sig: bytes) -> Address:
+    msg = {"jobId": job_id, "cumulativeTokens": cumulative_tokens}
+    return recover_typed(eip712_domain(chain_id, sessions_contract), RECEIPT_TYPES, msg, sig)
