@@ -50,7 +50,7 @@ def _register_subapps() -> None:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # area not built yet
+            if exc.name and module_name.startswith(exc.name):  # area not built yet
                 continue
             raise
         if (sub := getattr(module, attr, None)) is not None:
