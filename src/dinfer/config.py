@@ -189,8 +189,33 @@ class MLNodeSettings(_Frozen):
     """Version this ML node reports and the route prefix it also answers under (``/{version}/...``)."""
     engine: Literal["llamacpp", "vllm"] = "llamacpp"
     engine_threads: int = Field(2, ge=1, le=256)
+    """CPU threads each llama.cpp engine process uses (``--n_threads``)."""
     queue_limit: int = Field(64, ge=1, le=100_000)
     """Requests waiting per engine before new ones get 503 + Retry-After."""
+    engine_instances: int = Field(1, ge=1, le=64)
+    """Engine processes started per ``inference/up`` (when memory allows); requests go to the least busy one."""
+    engine_concurrency: int = Field(1, ge=1, le=1024)
+    """Sequences one engine serves at once: 1 for llama.cpp (it runs one at a time), more for vLLM."""
+    engine_start_timeout_s: float = Field(120.0, gt=0, le=3600)
+    """Longest an engine may take to answer its readiness probe before ``inference/up`` fails."""
+    engine_stop_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Grace period after SIGTERM before an engine process is killed."""
+    request_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    """Longest one inference request may stream from an engine."""
+    retry_after_s: int = Field(5, ge=1, le=3600)
+    """``Retry-After`` seconds sent with 503 answers (queue full, PoC running, no model loaded)."""
+    max_tokens_default: int = Field(256, ge=1, le=131_072)
+    """``max_tokens`` used when a request names none; the ML node enforces it while streaming."""
+    max_tokens_limit: int = Field(8192, ge=1, le=131_072)
+    """Largest ``max_tokens`` a request may ask for (400 above)."""
+    vllm_command: list[str] = ["vllm"]
+    """Executable (plus leading arguments) that provides ``serve``: ``vllm serve MODEL ...`` on GPU hosts."""
+    models_dir: Path | None = None
+    """Directory searched for ``<model>.gguf`` when ``inference/up`` names a model without a path."""
+    poc_batch_size_max: int = Field(4096, ge=1, le=1_000_000)
+    """Largest PoC batch a ``pow/init/generate`` request may ask for."""
+    poc_callback_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Timeout of one PoC batch POST to the host node's callback URL."""
 
 
 class DevnetSettings(_Frozen):

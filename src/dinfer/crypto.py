@@ -142,7 +142,9 @@ def recover_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[s
         raise CryptoError(f"typed-data signature does not recover: {exc}") from None
 
 
-RECEIPT_TYPES: dict[str, Any] = {"Receipt": [{"name": "jobId", "type": "uint256"}, {"name": "cumulativeTokens", "type": "uint256"}]}
+RECEIPT_TYPES: dict[str, Any] = {
+    "Receipt": [{"name": "jobId", "type": "uint256"}, {"name": "cumulativeTokens", "type": "uint256"}]
+}
 """EIP-712 type of a session receipt: the client acknowledges ``cumulativeTokens`` served on ``jobId``."""
 
 

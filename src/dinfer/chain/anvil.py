@@ -1,0 +1,153 @@
+"""Run anvil (npm ``@foundry-rs/anvil``, pinned in package.json) as a subprocess.
+
+Always with ``--block-time``: anvil's automine mode stalls under concurrent submission (measured here), and a
+block time is what a real chain has anyway. Accounts come from a fixed mnemonic so the devnet is reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from eth_account import Account
+
+from dinfer.crypto import Keypair
+from dinfer.errors import ChainError
+
+DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
+"""anvil's well-known development mnemonic. Never use these keys on a real chain."""
+
+DEFAULT_CHAIN_ID = 31337
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def derive_accounts(mnemonic: str, count: int) -> list[Keypair]:
+    """The first ``count`` accounts of ``mnemonic`` on the standard Ethereum path."""
+    return [
+        Keypair.from_private_key(Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key)
+        for i in range(count)
+    ]
+
+
+def find_anvil() -> str:
+    """Path of the anvil binary: ``DINFER_ANVIL``, the project's node_modules, or PATH."""
+    override = os.environ.get("DINFER_ANVIL")
+    candidates = [override] if override else []
+    here = Path(__file__).resolve()
+    candidates += [str(p / "node_modules" / ".bin" / "anvil") for p in [Path.cwd(), *here.parents]]
+    for cand in candidates:
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    found = shutil.which("anvil")
+    if found:
+        return found
+    raise ChainError("anvil not found: run `make install` (installs the pinned @foundry-rs/anvil from npm)")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _spawn(cmd: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group (so stop() can take the whole group down)."""
+    if log_path is None:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+@dataclass
+class AnvilProcess:
+    """A running anvil. Use ``await AnvilProcess.start(...)`` and ``stop()`` (also on Ctrl-C)."""
+
+    port: int
+    block_time: float
+    mnemonic: str
+    accounts: list[Keypair]
+    chain_id: int
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        port: int | None = None,
+        block_time: float = 1.0,
+        mnemonic: str = DEFAULT_MNEMONIC,
+        accounts: int = 20,
+        balance_eth: int = 1_000_000,
+        chain_id: int = DEFAULT_CHAIN_ID,
+        log_path: Path | None = None,
+        ready_timeout: float = 20.0,
+    ) -> AnvilProcess:
+        port = port or free_port()
+        if port_in_use(port):
+            raise ChainError(
+                f"port {port} is already in use; pick another with --anvil-port or DINFER_DEVNET__ANVIL_PORT"
+            )
+        cmd = [
+            find_anvil(), "--host", "127.0.0.1", "--port", str(port), "--block-time", str(block_time),
+            "--mnemonic", mnemonic, "--accounts", str(accounts), "--balance", str(balance_eth),
+            "--chain-id", str(chain_id), "--gas-limit", "60000000", "--code-size-limit", "49152",
+        ]
+        proc = _spawn(cmd, log_path)
+        node = cls(port, block_time, mnemonic, derive_accounts(mnemonic, accounts), chain_id, proc)
+        try:
+            await node.wait_ready(ready_timeout)
+        except BaseException:
+            node.stop()
+            raise
+        return node
+
+    async def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise ChainError(f"anvil exited with code {self.proc.returncode} before it was ready")
+                try:
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+                    r = await client.post(self.url, json=body)
+                    if r.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise ChainError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate anvil and its process group; never leaves an orphan."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,89 @@
+"""Deploy the dinfer contracts and write/read the deployment file (addresses, chain id, ABI hashes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from web3 import AsyncWeb3
+from web3.contract import AsyncContract
+
+from dinfer.chain.compiler import abi_hash, compile_contract
+from dinfer.chain.txqueue import TxSender
+from dinfer.config import ProtocolParams
+from dinfer.errors import ChainError, ConfigError
+from dinfer.genesis import Genesis
+
+
+async def deploy_contract(w3: AsyncWeb3, sender: TxSender, name: str, *args: Any, value: int = 0) -> AsyncContract:
+    """Compile (cached) and deploy ``contracts/<name>.vy``; returns the bound contract."""
+    compiled = compile_contract(name)
+    factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+    receipt = await sender.transact(factory.constructor(*args), value=value)
+    address = receipt.get("contractAddress")
+    if not address:
+        raise ChainError(f"{name} deployment produced no contract address (tx {receipt['transactionHash'].hex()})")
+    return w3.eth.contract(address=address, abi=compiled.abi)
+
+
+def bind(w3: AsyncWeb3, name: str, address: str) -> AsyncContract:
+    """A deployed contract by name and address, with the ABI compiled from this source tree."""
+    return w3.eth.contract(address=AsyncWeb3.to_checksum_address(address), abi=compile_contract(name).abi)
+
+
+@dataclass
+class Deployment:
+    """Where the contracts live. Written as JSON by ``dinfer deploy`` and the devnet."""
+
+    chain_id: int
+    deployer: str
+    block: int
+    contracts: dict[str, str] = field(default_factory=dict)
+    """Contract name → address."""
+    abi_hashes: dict[str, str] = field(default_factory=dict)
+
+    def address(self, name: str) -> str:
+        try:
+            return self.contracts[name]
+        except KeyError:
+            raise ConfigError(f"deployment has no {name} contract (have: {', '.join(self.contracts)})") from None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            raise ConfigError(f"deployment file not found: {path} (run `dinfer deploy` or `make run` first)") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"deployment file {path} is not valid: {exc}") from None
+
+
+def registry_constructor_args(genesis: Genesis, treasury: str) -> tuple[Any, ...]:
+    params = genesis.params
+    return (params.values(), ProtocolParams.minima(), ProtocolParams.maxima(), genesis.mlnode_version, treasury)
+
+
+async def deploy_network(
+    w3: AsyncWeb3, sender: TxSender, genesis: Genesis, *, treasury: str | None = None
+) -> Deployment:
+    """Deploy the Registry with the genesis parameters and register every genesis model."""
+    ctor_args = registry_constructor_args(genesis, treasury or sender.address)
+    registry = await deploy_contract(w3, sender, "Registry", *ctor_args)
+    pendings = [await sender.send(registry.functions.register_model(m.to_chain())) for m in genesis.models]
+    for p in pendings:
+        await p.wait()
+    deployment = Deployment(
+        chain_id=await w3.eth.chain_id,
+        deployer=sender.address,
+        block=await w3.eth.block_number,
+        contracts={"Registry": registry.address},
+        abi_hashes={"Registry": abi_hash(compile_contract("Registry").abi)},
+    )
+    return deployment

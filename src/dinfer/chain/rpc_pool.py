@@ -1,0 +1,238 @@
+"""A self-healing pool of JSON-RPC connections, exposed to web3 as one ordinary provider.
+
+Nothing outside ``dinfer.chain`` knows the pool exists: ``AsyncWeb3(PooledProvider(urls))`` behaves like any
+provider. Behaviour:
+
+* N endpoints × ``connections_per_url`` connections (each its own ``httpx.AsyncClient``), round-robin over the
+  healthy ones;
+* a connection is health-checked (``eth_chainId``) before first use, and every ``health_interval`` seconds in
+  the background;
+* on EOF / refused / timeout the request is retried at once on the next healthy connection and the failed one is
+  replaced in the background (new client, re-checked with backoff until it answers);
+* with one healthy connection left the pool keeps working; with none it tries to heal each connection once, then
+  raises ``RpcUnavailable`` naming every endpoint.
+
+JSON-RPC *errors* (a revert, "nonce too low") are answers, not connection failures: they are returned as-is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from web3.providers.async_base import AsyncJSONBaseProvider
+from web3.types import RPCEndpoint, RPCResponse
+
+from dinfer.errors import RpcUnavailable
+from dinfer.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (httpx.TransportError, ConnectionError, OSError)
+
+
+@dataclass
+class PoolConnection:
+    """One connection slot: an endpoint URL and the client currently serving it."""
+
+    url: str
+    slot: int
+    client: httpx.AsyncClient | None = None
+    healthy: bool = False
+    checked: bool = False
+    failures: int = 0
+    requests: int = 0
+    healing: asyncio.Task[None] | None = field(default=None, repr=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.url}#{self.slot}"
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Snapshot for metrics and health endpoints."""
+
+    total: int
+    healthy: int
+    failures: int
+    replaced: int
+
+
+class PooledProvider(AsyncJSONBaseProvider):
+    """web3 provider over a pool of HTTP connections that heals itself."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        connections_per_url: int = 2,
+        request_timeout: float = 10.0,
+        health_interval: float = 30.0,
+        heal_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("PooledProvider needs at least one RPC URL")
+        self._connections = [PoolConnection(url, slot) for url in urls for slot in range(connections_per_url)]
+        self._timeout = request_timeout
+        self._health_interval = health_interval
+        self._heal_policy = heal_policy or RetryPolicy(min_backoff=0.05, max_backoff=2.0, max_retries=1_000_000)
+        self._cursor = itertools.cycle(range(len(self._connections)))
+        self._ids = itertools.count(1)
+        self._health_task: asyncio.Task[None] | None = None
+        self._replaced = 0
+        self._closed = False
+
+    # ------------------------------------------------------------ web3 provider API
+
+    async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
+        return await self._send(self.encode_rpc_dict(payload))  # type: ignore[arg-type]
+
+    async def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse]:
+        dicts = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": p or []} for m, p in requests]
+        body = b"[" + b",".join(self.encode_rpc_dict(d) for d in dicts) + b"]"  # type: ignore[arg-type]
+        response: Any = await self._send(body)
+        if isinstance(response, dict):  # a single error object for the whole batch
+            return [response] * len(requests)  # type: ignore[list-item]
+        return sorted(response, key=lambda r: r.get("id", 0))
+
+    async def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            await self.make_request(RPCEndpoint("eth_chainId"), [])
+            return True
+        except RpcUnavailable:
+            if show_traceback:
+                raise
+            return False
+
+    async def disconnect(self) -> None:
+        """Close every connection and stop background tasks."""
+        self._closed = True
+        tasks = [c.healing for c in self._connections if c.healing] + ([self._health_task] if self._health_task else [])
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for conn in self._connections:
+            if conn.client is not None:
+                await conn.client.aclose()
+                conn.client = None
+
+    # ------------------------------------------------------------ pool internals
+
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            total=len(self._connections),
+            healthy=sum(c.healthy for c in self._connections),
+            failures=sum(c.failures for c in self._connections),
+            replaced=self._replaced,
+        )
+
+    def _new_client(self, conn: PoolConnection) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=conn.url,
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def _probe(self, conn: PoolConnection) -> bool:
+        """Health check: a fresh client (if needed) answers ``eth_chainId``."""
+        if conn.client is None:
+            conn.client = self._new_client(conn)
+        try:
+            resp = await conn.client.post("", content=b'{"jsonrpc":"2.0","id":0,"method":"eth_chainId","params":[]}')
+            ok = resp.status_code == 200 and "result" in orjson.loads(resp.content)
+        except (*_CONNECTION_ERRORS, ValueError):
+            ok = False
+        conn.checked = True
+        conn.healthy = ok
+        return ok
+
+    def _start_background(self) -> None:
+        if self._health_task is None and not self._closed:
+            self._health_task = asyncio.get_running_loop().create_task(self._health_loop(), name="rpc-pool-health")
+
+    async def _health_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._health_interval)
+            for conn in self._connections:
+                if conn.healing is None and not await self._probe(conn):
+                    self._mark_failed(conn, "health check failed")
+
+    def _mark_failed(self, conn: PoolConnection, why: str) -> None:
+        conn.failures += 1
+        if conn.healthy:
+            log.warning("rpc connection %s failed (%s); replacing it in the background", conn.name, why)
+        conn.healthy = False
+        if conn.healing is None and not self._closed:
+            conn.healing = asyncio.get_running_loop().create_task(self._heal(conn), name=f"rpc-heal-{conn.name}")
+
+    async def _reset_and_probe(self, conn: PoolConnection) -> bool:
+        """Replace the connection's client with a fresh one and health-check it (serialised per slot)."""
+        async with conn.lock:
+            if conn.healthy:
+                return True
+            old, conn.client = conn.client, None
+            if old is not None:
+                await old.aclose()
+            return await self._probe(conn)
+
+    async def _heal(self, conn: PoolConnection) -> None:
+        """Replace the client and re-check with backoff until the endpoint answers again."""
+        try:
+            for delay in self._heal_policy.delays():
+                if await self._reset_and_probe(conn):
+                    self._replaced += 1
+                    log.info("rpc connection %s healed", conn.name)
+                    return
+                await asyncio.sleep(delay)
+        finally:
+            conn.healing = None
+
+    def _candidates(self) -> list[PoolConnection]:
+        """Healthy (or never checked) connections in round-robin order starting at the cursor."""
+        n = len(self._connections)
+        start = next(self._cursor)
+        ordered = [self._connections[(start + i) % n] for i in range(n)]
+        return [c for c in ordered if c.healthy or (not c.checked and c.healing is None)]
+
+    async def _send(self, body: bytes) -> Any:
+        self._start_background()
+        tried: set[int] = set()
+        for _round in range(2):  # second round: after a synchronous heal attempt of everything
+            for conn in self._candidates():
+                if id(conn) in tried:
+                    continue
+                tried.add(id(conn))
+                if not conn.checked and not await self._reset_and_probe(conn):
+                    self._mark_failed(conn, "initial health check failed")
+                    continue
+                assert conn.client is not None
+                try:
+                    resp = await conn.client.post("", content=body)
+                    resp.raise_for_status()
+                    conn.requests += 1
+                    return orjson.loads(resp.content)
+                except (*_CONNECTION_ERRORS, httpx.HTTPStatusError, ValueError) as exc:
+                    self._mark_failed(conn, f"{type(exc).__name__}: {exc}")
+            # Nothing healthy answered: one synchronous heal attempt per connection before giving up.
+            revived = False
+            for conn in self._connections:
+                if not conn.healthy and await self._reset_and_probe(conn):
+                    revived = True
+                    tried.discard(id(conn))
+            if not revived:
+                break
+        endpoints = ", ".join(sorted({c.url for c in self._connections}))
+        raise RpcUnavailable(f"no healthy RPC connection (endpoints: {endpoints}); is the chain node running?")
