@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,12 +21,32 @@ def genesis() -> Genesis:
     return load_genesis()
 
 
+@dataclass
+class _BaseChain:
+    backend: EthTesterBackend
+    snapshot: object
+    registry_address: str
+
+
+@pytest.fixture(scope="session")
+def _base_chain(genesis: Genesis) -> _BaseChain:
+    """One py-evm chain with the genesis Registry deployed once; every test starts from its snapshot."""
+
+    async def build() -> _BaseChain:
+        backend = await EthTesterBackend.start()
+        owner, treasury = backend.accounts[0], backend.accounts[5]
+        deployment = await deploy_network(backend.w3, TxSender(backend.w3, owner, poll_interval=0.01), genesis,
+                                          treasury=treasury.address)
+        return _BaseChain(backend, backend.tester.take_snapshot(), deployment.address("Registry"))
+
+    return asyncio.run(build())
+
+
 @pytest.fixture
-async def chain() -> AsyncIterator[EthTesterBackend]:
-    """A fresh py-evm chain per test (cheap: ~20 ms)."""
-    backend = await EthTesterBackend.start()
-    yield backend
-    await backend.close()
+async def chain(_base_chain: _BaseChain) -> AsyncIterator[EthTesterBackend]:
+    """The py-evm chain reset to the post-genesis snapshot (a fresh chain state per test, ~1 ms)."""
+    _base_chain.backend.tester.revert_to_snapshot(_base_chain.snapshot)
+    yield _base_chain.backend
 
 
 @dataclass
@@ -60,8 +81,6 @@ def sender_for(chain: EthTesterBackend):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def registry(chain: EthTesterBackend, genesis: Genesis, actors: Actors, sender_for) -> RegistryClient:  # type: ignore[no-untyped-def]
-    """Registry deployed with the genesis parameters and models; acts as the owner."""
-    deployment = await deploy_network(chain.w3, sender_for(actors.owner), genesis, treasury=actors.treasury.address)
-    contract = bind(chain.w3, "Registry", deployment.address("Registry"))
-    return RegistryClient(contract, sender_for(actors.owner))
+def registry(chain: EthTesterBackend, _base_chain: _BaseChain, actors: Actors, sender_for) -> RegistryClient:  # type: ignore[no-untyped-def]
+    """Registry deployed with the genesis parameters and models (treasury = actors.treasury); acts as the owner."""
+    return RegistryClient(bind(chain.w3, "Registry", _base_chain.registry_address), sender_for(actors.owner))

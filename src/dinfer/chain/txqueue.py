@@ -203,6 +203,14 @@ class TxSender:
                 log.warning("receipt watcher: %s", exc)
             await asyncio.sleep(self._poll_interval)
 
+    def _resolve(self, nonce: int) -> None:
+        """Forget a settled nonce; the next lowest one's overdue clock starts now (it was blocked behind)."""
+        was_lowest = bool(self._pending) and nonce == min(self._pending)
+        self._pending.pop(nonce, None)
+        if was_lowest and self._pending:
+            nxt = self._pending[min(self._pending)]
+            nxt.sent_at = max(nxt.sent_at, time.monotonic())
+
     async def _collect_receipts(self) -> None:
         pending = list(self._pending.values())
 
@@ -211,7 +219,7 @@ class TxSender:
                 receipt = await self.w3.eth.get_transaction_receipt(p.tx_hash)  # type: ignore[arg-type]
             except TransactionNotFound:
                 return
-            self._pending.pop(p.nonce, None)
+            self._resolve(p.nonce)
             receipt = dict(receipt)
             if receipt.get("status") == 1:
                 p.future.set_result(receipt)
@@ -233,27 +241,30 @@ class TxSender:
         return TxReverted("Reverted", tx_hash=p.tx_hash)
 
     async def _bump_stale(self) -> None:
+        """Re-send the lowest pending nonce when it is overdue; higher nonces only wait behind it."""
+        if not self._pending:
+            return
         now = time.monotonic()
-        for p in list(self._pending.values()):
-            if now - p.sent_at < self._receipt_timeout:
-                continue
-            if p.bumps >= self._max_bumps:
-                await self._fill_nonce(p)
-                continue
-            factor = 100 + self._fee_bump_percent
-            params = {
-                **p.params,
-                "maxFeePerGas": p.params["maxFeePerGas"] * factor // 100,
-                "maxPriorityFeePerGas": p.params["maxPriorityFeePerGas"] * factor // 100,
-            }
-            async with self._lock:
-                try:
-                    p.tx_hash = await self._submit(params)
-                except ChainError as exc:
-                    log.warning("fee bump of nonce %d refused: %s", p.nonce, exc)
-            p.params, p.sent_at, p.bumps = params, now, p.bumps + 1
-            log.warning("tx nonce %d not mined in %.0f s; re-sent with +%d%% fees", p.nonce, self._receipt_timeout,
-                        self._fee_bump_percent)
+        p = self._pending[min(self._pending)]
+        if now - p.sent_at < self._receipt_timeout:
+            return
+        if p.bumps >= self._max_bumps:
+            await self._fill_nonce(p)
+            return
+        factor = 100 + self._fee_bump_percent
+        params = {
+            **p.params,
+            "maxFeePerGas": p.params["maxFeePerGas"] * factor // 100,
+            "maxPriorityFeePerGas": p.params["maxPriorityFeePerGas"] * factor // 100,
+        }
+        async with self._lock:
+            try:
+                p.tx_hash = await self._submit(params)
+            except ChainError as exc:
+                log.warning("fee bump of nonce %d refused: %s", p.nonce, exc)
+        p.params, p.sent_at, p.bumps = params, now, p.bumps + 1
+        log.warning("tx nonce %d not mined in %.1f s; re-sent with +%d%% fees", p.nonce, self._receipt_timeout,
+                    self._fee_bump_percent)
 
     async def _fill_nonce(self, p: PendingTx) -> None:
         """Give up on ``p`` and occupy its nonce with a 0-value self-transfer so later nonces still mine."""
@@ -270,7 +281,7 @@ class TxSender:
             except ChainError as exc:
                 log.error("could not fill dropped nonce %d: %s", p.nonce, exc)
                 filler_hash = None
-        self._pending.pop(p.nonce, None)
+        self._resolve(p.nonce)
         if filler_hash:
             log.error("tx %s dropped after %d fee bumps; nonce %d filled by %s",
                       p.tx_hash, p.bumps, p.nonce, filler_hash)
