@@ -46,7 +46,8 @@ def _root(
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app.info.context_settings = {"obj": {"debug": debug}}
+    for noisy in ("httpx", "httpcore", "web3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _register_subapps() -> None:
@@ -76,3 +77,7 @@ def main() -> None:
             raise
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""``dinfer devnet up|down|status`` — the local network behind `make run`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dinfer.config import DevnetSettings, load_settings
+from dinfer.devnet import Devnet, DevnetInfo, stop_running
+
+app = typer.Typer(help="Run a local dinfer network (anvil + contracts). Example: `dinfer devnet up`.",
+                  no_args_is_help=True)
+console = Console()
+
+
+def _settings(config: Path | None, **overrides: object) -> DevnetSettings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(config, devnet=given).devnet
+
+
+def _print_info(info: DevnetInfo) -> None:
+    table = Table(title="dinfer devnet", show_header=False)
+    table.add_row("chain RPC", info.rpc_url)
+    table.add_row("chain id", str(info.chain_id))
+    for name, address in info.deployment["contracts"].items():
+        table.add_row(f"{name} contract", address)
+    table.add_row("treasury", info.treasury)
+    table.add_row("demo client", info.demo_client_address)
+    table.add_row("demo client key", info.demo_client_key + "  (devnet only)")
+    for host in info.hosts:
+        table.add_row(f"host {host['address'][:10]}…", host.get("url", ""))
+    console.print(table)
+
+
+@app.command()
+def up(
+    config: Path | None = typer.Option(None, "--config", help="TOML settings file ([devnet] section)."),
+    anvil_port: int | None = typer.Option(None, help="Port of the local chain (default 8545)."),
+    block_time: float | None = typer.Option(None, help="Seconds per block (default 1)."),
+    state_dir: Path | None = typer.Option(None, help="Where logs and devnet.json go (default .devnet)."),
+    genesis: Path | None = typer.Option(None, help="Genesis TOML (default: the packaged devnet genesis)."),
+) -> None:
+    """Start anvil, deploy the contracts from the genesis file, print where everything listens; Ctrl-C stops all.
+
+    Example: `dinfer devnet up --anvil-port 8546`
+    """
+    settings = _settings(config, anvil_port=anvil_port, block_time_s=block_time, state_dir=state_dir, genesis=genesis)
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: DevnetSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with console.status("starting anvil and deploying contracts…"):
+        net = Devnet(settings)
+        await net.__aenter__()
+    try:
+        assert net.info is not None
+        _print_info(net.info)
+        console.print(f"devnet.json: {net.info_path}   logs: {settings.state_dir}/   — press Ctrl-C to stop")
+        await stop.wait()
+    finally:
+        console.print("stopping devnet…")
+        await net.__aexit__(None, None, None)
+        console.print("stopped.")
+
+
+@app.command()
+def down(state_dir: Path = typer.Option(Path(".devnet"), help="State dir of the running devnet.")) -> None:
+    """Stop a devnet started in another shell. Example: `dinfer devnet down`"""
+    if stop_running(state_dir):
+        console.print("devnet stopped")
+    else:
+        console.print("no devnet running")
+
+
+@app.command()
+def status(
+    state_dir: Path = typer.Option(Path(".devnet"), help="State dir of the running devnet."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show the running devnet's addresses. Example: `dinfer devnet status --json`"""
+    info = DevnetInfo.load(state_dir / "devnet.json")
+    if as_json:
+        typer.echo(json.dumps(info.__dict__, indent=2))
+    else:
+        _print_info(info)
+
+
