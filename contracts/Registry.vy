@@ -53,6 +53,7 @@ _hosts: HashMap[address, IRegistry.Host]
 is_host: public(HashMap[address, bool])
 _host_list: DynArray[address, MAX_HOSTS]
 _nodes: HashMap[address, DynArray[IRegistry.HardwareNode, MAX_NODES_PER_HOST]]
+_node_slot: HashMap[address, HashMap[bytes32, uint256]]  # keccak(node_id) -> index + 1 (0 = absent): O(1) lookups
 
 _version: String[32]
 _planned_version: String[32]
@@ -461,18 +462,6 @@ def is_active_host(host: address) -> bool:
 
 # ---------------------------------------------------------------- ML nodes (hardware)
 
-@internal
-@view
-def _find_node(host: address, node_id: String[64]) -> (bool, uint256):
-    wanted: bytes32 = keccak256(node_id)
-    i: uint256 = 0
-    for node: IRegistry.HardwareNode in self._nodes[host]:
-        if keccak256(node.node_id) == wanted:
-            return True, i
-        i += 1
-    return False, 0
-
-
 @external
 def submit_hardware_diff(
     added: DynArray[IRegistry.HardwareNode, MAX_DIFF], removed: DynArray[String[64], MAX_DIFF]
@@ -484,28 +473,30 @@ def submit_hardware_diff(
     """
     self._check_host()
     for node_id: String[64] in removed:
-        found: bool = False
-        idx: uint256 = 0
-        found, idx = self._find_node(msg.sender, node_id)
-        assert found, "UnknownNode"
+        key: bytes32 = keccak256(node_id)
+        slot: uint256 = self._node_slot[msg.sender][key]
+        assert slot > 0, "UnknownNode"
         last: uint256 = len(self._nodes[msg.sender]) - 1
-        if idx != last:
-            self._nodes[msg.sender][idx] = self._nodes[msg.sender][last]
+        if slot - 1 != last:
+            moved: IRegistry.HardwareNode = self._nodes[msg.sender][last]
+            self._nodes[msg.sender][slot - 1] = moved
+            self._node_slot[msg.sender][keccak256(moved.node_id)] = slot
         self._nodes[msg.sender].pop()
+        self._node_slot[msg.sender][key] = 0
         log IRegistry.HardwareNodeRemoved(host=msg.sender, node_id=node_id)
     for node: IRegistry.HardwareNode in added:
         assert len(node.node_id) > 0, "EmptyNodeId"
         assert len(node.models) > 0, "NodeWithoutModels"
         for model_id: String[64] in node.models:
             assert len(self._models[self._model_key(model_id)].id) > 0, "InvalidModel"
-        found: bool = False
-        idx: uint256 = 0
-        found, idx = self._find_node(msg.sender, node.node_id)
-        if found:
-            self._nodes[msg.sender][idx] = node
+        key: bytes32 = keccak256(node.node_id)
+        slot: uint256 = self._node_slot[msg.sender][key]
+        if slot > 0:
+            self._nodes[msg.sender][slot - 1] = node
         else:
             assert len(self._nodes[msg.sender]) < MAX_NODES_PER_HOST, "TooManyNodes"
             self._nodes[msg.sender].append(node)
+            self._node_slot[msg.sender][key] = len(self._nodes[msg.sender])
         log IRegistry.HardwareNodeAdded(host=msg.sender, node_id=node.node_id, throughput=node.throughput)
 
 

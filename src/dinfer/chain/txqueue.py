@@ -9,6 +9,10 @@ Guarantees:
   surfaces as ``TxReverted`` to its own caller only.
 * **Receipts asynchronously.** ``send`` returns as soon as the node accepted the transaction; ``PendingTx.wait``
   resolves on the receipt. One watcher per sender polls receipts per new block for every pending transaction.
+* **Dropped transactions come back.** A node may silently drop pool transactions (anvil does when a burst exceeds
+  the block gas limit — measured here). Pending transactions older than ``drop_check_after`` that the node no longer
+  knows are re-sent unchanged; the lowest overdue one gets a fee bump after ``receipt_timeout``.
+* **Back-pressure.** At most ``max_in_flight`` transactions per account wait for receipts; ``send`` waits for room.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class TxSender:
         fee_bump_percent: int = 25,
         max_bumps: int = 3,
         poll_interval: float = 0.1,
+        drop_check_after: float = 3.0,
+        max_in_flight: int = 256,
     ) -> None:
         self.w3 = w3
         self.account = account
@@ -77,6 +83,8 @@ class TxSender:
         self._fee_bump_percent = max(10, fee_bump_percent)
         self._max_bumps = max_bumps
         self._poll_interval = poll_interval
+        self._drop_check_after = drop_check_after
+        self._room = asyncio.Semaphore(max_in_flight)
         self._lock = asyncio.Lock()
         self._next_nonce: int | None = None
         self._pending: dict[int, PendingTx] = {}
@@ -98,6 +106,14 @@ class TxSender:
         Raises ``TxReverted`` (without using a nonce) when estimation shows the call would revert.
         """
         params = await self._build(fn, value, gas)
+        await self._room.acquire()
+        try:
+            return await self._send_built(params)
+        except BaseException:
+            self._room.release()
+            raise
+
+    async def _send_built(self, params: dict[str, Any]) -> PendingTx:
         async with self._lock:
             if self._next_nonce is None:
                 self._next_nonce = await self.w3.eth.get_transaction_count(self.address, "pending")
@@ -198,6 +214,7 @@ class TxSender:
                 if block != last_block:
                     last_block = block
                     await self._collect_receipts()
+                    await self._resend_dropped()
                 await self._bump_stale()
             except ChainError as exc:  # RPC pool down: keep waiting, the pool heals itself
                 log.warning("receipt watcher: %s", exc)
@@ -206,7 +223,8 @@ class TxSender:
     def _resolve(self, nonce: int) -> None:
         """Forget a settled nonce; the next lowest one's overdue clock starts now (it was blocked behind)."""
         was_lowest = bool(self._pending) and nonce == min(self._pending)
-        self._pending.pop(nonce, None)
+        if self._pending.pop(nonce, None) is not None:
+            self._room.release()
         if was_lowest and self._pending:
             nxt = self._pending[min(self._pending)]
             nxt.sent_at = max(nxt.sent_at, time.monotonic())
@@ -239,6 +257,30 @@ class TxSender:
             if reverted is not None:
                 return reverted
         return TxReverted("Reverted", tx_hash=p.tx_hash)
+
+    async def _resend_dropped(self) -> None:
+        """Re-send, unchanged, pending transactions the node has forgotten (checked once they are a bit old)."""
+        now = time.monotonic()
+        old = [p for p in self._pending.values() if now - p.sent_at >= self._drop_check_after][:128]
+
+        async def known(p: PendingTx) -> bool:
+            try:
+                await self.w3.eth.get_transaction(p.tx_hash)  # type: ignore[arg-type]
+                return True
+            except TransactionNotFound:
+                return False
+
+        found = await asyncio.gather(*(known(p) for p in old))
+        for p, is_known in zip(old, found, strict=True):
+            if is_known or p.nonce not in self._pending:
+                continue
+            async with self._lock:
+                try:
+                    await self._submit(p.params)
+                    log.info("re-sent dropped tx nonce %d (%s)", p.nonce, p.tx_hash)
+                except ChainError as exc:
+                    log.warning("re-send of dropped nonce %d refused: %s", p.nonce, exc)
+            p.sent_at = max(p.sent_at, now - self._drop_check_after / 2)
 
     async def _bump_stale(self) -> None:
         """Re-send the lowest pending nonce when it is overdue; higher nonces only wait behind it."""

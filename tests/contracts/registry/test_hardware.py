@@ -70,3 +70,18 @@ async def test_node_capacity(host: RegistryClient, actors) -> None:
     with pytest.raises(TxReverted.named("TooManyNodes")):
         await host.submit_hardware_diff([HardwareNode("one-too-many", (TINY,))], [])
     assert len(await host.get_nodes(actors.host.address)) == 32
+
+
+async def test_removal_keeps_the_index_of_moved_nodes(host: RegistryClient, actors) -> None:
+    """Swap-and-pop removal moves the last node; later updates/removals must still find it."""
+    a, b, c = (HardwareNode(x, (SMOL,), "", 1) for x in "abc")
+    await host.submit_hardware_diff([a, b, c], [])
+    await host.submit_hardware_diff([], ["a"])  # c moves into a's slot
+    assert await host.get_nodes(actors.host.address) == [c, b]
+    c2 = HardwareNode("c", (TINY,), "gpu", 9)
+    await host.submit_hardware_diff([c2], [])  # update in place, no duplicate
+    assert await host.get_nodes(actors.host.address) == [c2, b]
+    await host.submit_hardware_diff([HardwareNode("d", (SMOL,), "", 2)], ["c"])
+    assert [n.node_id for n in await host.get_nodes(actors.host.address)] == ["b", "d"]
+    with pytest.raises(TxReverted.named("UnknownNode")):
+        await host.submit_hardware_diff([], ["a"])

@@ -82,7 +82,8 @@ async def _resume_mining(w3) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_dropped_tx_is_resent_with_bumped_fee(anvil: AnvilProcess, w3) -> None:  # type: ignore[no-untyped-def]
-    sender = TxSender(w3, anvil.accounts[1], receipt_timeout=0.3, poll_interval=0.05, fee_bump_percent=25, max_bumps=10)
+    sender = TxSender(w3, anvil.accounts[1], receipt_timeout=0.3, poll_interval=0.05, fee_bump_percent=25,
+                      max_bumps=10, drop_check_after=60)
     await _pause_mining(w3)
     pending = await sender.send({"to": anvil.accounts[2].address, "value": 7, "gas": 21_000})
     first_hash, first_fee = pending.tx_hash, pending.params["maxFeePerGas"]
@@ -97,7 +98,7 @@ async def test_dropped_tx_is_resent_with_bumped_fee(anvil: AnvilProcess, w3) -> 
 
 
 async def test_tx_dropped_for_good_gets_its_nonce_filled(anvil: AnvilProcess, w3) -> None:  # type: ignore[no-untyped-def]
-    sender = TxSender(w3, anvil.accounts[1], receipt_timeout=1.0, poll_interval=0.05, max_bumps=0)
+    sender = TxSender(w3, anvil.accounts[1], receipt_timeout=1.0, poll_interval=0.05, max_bumps=0, drop_check_after=60)
     await _pause_mining(w3)
     doomed = await sender.send({"to": anvil.accounts[2].address, "value": 7, "gas": 21_000})
     await w3.provider.make_request("anvil_dropTransaction", [doomed.tx_hash])
@@ -108,6 +109,33 @@ async def test_tx_dropped_for_good_gets_its_nonce_filled(anvil: AnvilProcess, w3
     receipt = await asyncio.wait_for(after.wait(), timeout=20)  # the later nonce still mines: no gap
     assert receipt["status"] == 1
     assert await w3.eth.get_transaction_count(sender.address) == after.nonce + 1
+    await sender.close()
+
+
+async def test_forgotten_tx_is_resent_unchanged(anvil: AnvilProcess, w3) -> None:  # type: ignore[no-untyped-def]
+    """A node that silently drops a pool transaction (anvil under bursts) gets the same signed tx again."""
+    sender = TxSender(w3, anvil.accounts[1], receipt_timeout=60, poll_interval=0.05, drop_check_after=0.3)
+    await _pause_mining(w3)
+    pending = await sender.send({"to": anvil.accounts[2].address, "value": 9, "gas": 21_000})
+    await w3.provider.make_request("anvil_dropTransaction", [pending.tx_hash])
+    for _ in range(4):  # blocks trigger the watcher's drop check
+        await asyncio.sleep(0.2)
+        await w3.provider.make_request("evm_mine", [])
+    await _resume_mining(w3)
+    receipt = await asyncio.wait_for(pending.wait(), timeout=20)
+    assert receipt["status"] == 1
+    assert pending.bumps == 0 and "0x" + bytes(receipt["transactionHash"]).hex() == pending.tx_hash
+    await sender.close()
+
+
+async def test_back_pressure_bounds_in_flight(anvil: AnvilProcess, w3) -> None:  # type: ignore[no-untyped-def]
+    sender = TxSender(w3, anvil.accounts[1], poll_interval=0.05, max_in_flight=5)
+    pendings = await asyncio.wait_for(asyncio.gather(
+        *(sender.send({"to": anvil.accounts[2].address, "value": 1, "gas": 21_000}) for _ in range(12))
+    ), timeout=30)
+    assert sender.in_flight <= 5
+    await asyncio.wait_for(asyncio.gather(*(p.wait() for p in pendings)), timeout=30)
+    assert sender.in_flight == 0
     await sender.close()
 
 
