@@ -1,0 +1,92 @@
+"""Signed-request headers shared by clients (SDK) and the host node (TA role).
+
+A client authorises one inference by signing ``request_digest(sha256(body), timestamp, ta_address)`` (see
+``dinfer.crypto``) and sending::
+
+    X-Dinfer-Address:   0xClient…            the paying account
+    X-Dinfer-Timestamp: 1764000000            unix seconds
+    X-Dinfer-TA:        0xTransferAgent…     the host node it authorises to start the inference
+    X-Dinfer-Signature: 0x…65 bytes…          EIP-191 signature
+
+The same signature goes on chain in the start record; ``inference_id = keccak256(signature)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dinfer import crypto
+from dinfer.crypto import Address
+from dinfer.errors import CryptoError, DinferError
+
+H_ADDRESS = "x-dinfer-address"
+H_TIMESTAMP = "x-dinfer-timestamp"
+H_TA = "x-dinfer-ta"
+H_SIGNATURE = "x-dinfer-signature"
+
+SIGNING_HELP = (
+    "sign the request: send X-Dinfer-Address, X-Dinfer-Timestamp, X-Dinfer-TA and X-Dinfer-Signature "
+    "(EIP-191 signature of keccak256(abi.encode(sha256(body), timestamp, ta))) — the dinfer SDK does this for you: "
+    "dinfer.sdk.openai_client(base_url, private_key)"
+)
+
+
+class AuthError(DinferError):
+    """A request's signature headers are missing, malformed, stale or do not match (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    client: Address
+    timestamp: int
+    ta: Address
+    signature: bytes
+
+    @property
+    def inference_id(self) -> str:
+        return "0x" + crypto.inference_id(self.signature).hex()
+
+
+def sign_headers(body: bytes, private_key: str, ta_address: str, timestamp: int | None = None) -> dict[str, str]:
+    """Headers that authorise ``ta_address`` to run ``body`` on the signer's account.
+
+    Example:
+        >>> headers = sign_headers(b'{"model": "m", "messages": []}', key, ta)   # doctest: +SKIP
+    """
+    ts = int(time.time()) if timestamp is None else timestamp
+    signer = crypto.Keypair.from_private_key(private_key)
+    signature = crypto.sign_request(body, ts, ta_address, private_key)
+    return {H_ADDRESS: signer.address, H_TIMESTAMP: str(ts), H_TA: crypto.checksum(ta_address),
+            H_SIGNATURE: "0x" + signature.hex()}
+
+
+def verify_headers(headers: Mapping[str, str], body: bytes, *, ta_address: str, window_s: int,
+                   now: float | None = None) -> SignedRequest:
+    """Check the four headers against ``body``; ``AuthError`` with an actionable message otherwise."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    missing = [h for h in (H_ADDRESS, H_TIMESTAMP, H_TA, H_SIGNATURE) if not lower.get(h)]
+    if missing:
+        raise AuthError(f"missing {', '.join(missing)}: {SIGNING_HELP}")
+    try:
+        client = crypto.checksum(lower[H_ADDRESS])
+        ta = crypto.checksum(lower[H_TA])
+        timestamp = int(lower[H_TIMESTAMP])
+        sig_hex = lower[H_SIGNATURE].removeprefix("0x")
+        signature = bytes.fromhex(sig_hex)
+    except (CryptoError, ValueError) as exc:
+        raise AuthError(f"malformed signature headers ({exc}): {SIGNING_HELP}") from None
+    if ta != crypto.checksum(ta_address):
+        raise AuthError(f"request is signed for transfer agent {ta}, but this node is {crypto.checksum(ta_address)}")
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > window_s:
+        raise AuthError(f"request timestamp {timestamp} is more than {window_s} s from now ({int(current)}); "
+                        "re-sign with the current time")
+    try:
+        signer = crypto.recover_request_signer(body, timestamp, ta, signature)
+    except CryptoError as exc:
+        raise AuthError(f"bad signature: {exc}") from None
+    if signer != client:
+        raise AuthError(f"signature was made by {signer}, not by {client} (body changed after signing?)")
+    return SignedRequest(client=client, timestamp=timestamp, ta=ta, signature=signature)

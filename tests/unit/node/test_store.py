@@ -1,0 +1,50 @@
+"""NodeStore: markers are set-once, inference records round-trip, payload retention."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+
+
+async def test_marker_is_set_once(tmp_path: Path) -> None:
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    assert await store.kv_set_if_absent(seen_key("0xabc"), "1700000000")
+    assert not await store.kv_set_if_absent(seen_key("0xabc"), "other")
+    assert await store.kv_get(seen_key("0xabc")) == "1700000000"
+    await store.kv_set("last_used_version", "v0.3.9")
+    await store.kv_set("last_used_version", "v0.3.10")
+    assert await store.kv_get("last_used_version") == "v0.3.10"
+    await store.close()
+
+
+async def test_inference_record_roundtrip_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "n.sqlite"
+    store = await NodeStore.open(path)
+    rec = InferenceRecord(id="0x01", role="ta", model="m", client="0xc", ta="0xt", executor="0xe",
+                          skipped=["0xs"], attempts=[{"executor": "0xs", "outcome": "refused", "ms": 3}])
+    await store.put_inference(rec)
+    rec.status, rec.completion_tokens, rec.txs = "FINISHED", 12, {"start": "0xaa"}
+    await store.put_inference(rec)
+    await store.close()
+    store = await NodeStore.open(path)
+    got = await store.get_inference("0x01")
+    assert got is not None
+    assert (got.status, got.completion_tokens, got.txs, got.skipped) == ("FINISHED", 12, {"start": "0xaa"}, ["0xs"])
+    assert got.attempts[0]["outcome"] == "refused"
+    assert [r.id for r in await store.recent_inferences()] == ["0x01"]
+    assert await store.get_inference("0x02") is None
+    await store.close()
+
+
+async def test_payload_retention(tmp_path: Path) -> None:
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    await store.put_payload("0x01", b"req", b"resp")
+    assert await store.get_payload("0x01") == (b"req", b"resp")
+    await asyncio.sleep(0.05)
+    await store.put_payload("0x02", b"r2", b"p2")
+    assert await store.prune_payloads(older_than_s=0.03) == 1
+    assert await store.get_payload("0x01") is None
+    assert await store.get_payload("0x02") == (b"r2", b"p2")
+    await store.close()
