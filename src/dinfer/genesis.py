@@ -29,7 +29,7 @@ class GenesisModel(BaseModel):
     hf_commit: str = Field(min_length=1, max_length=64)
     """Content id of the weights: a Hugging Face commit, or the sha256 of a file shipped by a package."""
     model_args: list[str] = Field(default_factory=list, max_length=16)
-    """Engine arguments every host must use (merged with local ones, e.g. ``--ctx-size=2048``)."""
+    """Engine arguments every host must use, as flag/value pairs (``["--n_ctx", "2048"]``), merged with local ones."""
     vram_mib: int = Field(ge=0, le=10_000_000)
     throughput_per_nonce: int = Field(ge=1, le=10**12)
     units_of_compute_per_token: int = Field(ge=1, le=10**12)
@@ -38,10 +38,12 @@ class GenesisModel(BaseModel):
 
     @field_validator("model_args")
     @classmethod
-    def _arg_length(cls, args: list[str]) -> list[str]:
+    def _arg_pairs(cls, args: list[str]) -> list[str]:
         for arg in args:
             if not 0 < len(arg) <= 64:
                 raise ValueError(f"each model arg must be 1..64 characters, got {arg!r}")
+        if len(args) % 2 or any(not flag.startswith("--") for flag in args[::2]):
+            raise ValueError(f"model_args must be '--flag', 'value' pairs, got {args!r}")
         return args
 
     def to_chain(self) -> tuple[Any, ...]:

@@ -14,7 +14,7 @@ GOOD_MODEL = """
 id = "m"
 hf_repo = "org/m"
 hf_commit = "abc"
-model_args = ["--ctx-size=512"]
+model_args = ["--n_ctx", "512"]
 vram_mib = 1
 throughput_per_nonce = 1
 units_of_compute_per_token = 1
@@ -44,7 +44,8 @@ def test_smollm2_commit_is_the_shipped_file_hash() -> None:
 @pytest.mark.parametrize(("text", "match"), [
     (GOOD_MODEL.replace('vram_mib = 1', 'vram_mib = "lots"'), r"models\.0\.vram_mib"),
     (GOOD_MODEL.replace('id = "m"\n', ''), r"models\.0\.id: Field required"),
-    (GOOD_MODEL.replace('"--ctx-size=512"', '"' + "x" * 65 + '"'), r"models\.0\.model_args"),
+    (GOOD_MODEL.replace('"512"', '"' + "x" * 65 + '"'), r"models\.0\.model_args"),
+    (GOOD_MODEL.replace('["--n_ctx", "512"]', '["--n_ctx"]'), "flag.*value.*pairs"),
     (GOOD_MODEL + GOOD_MODEL, "duplicate model ids: m"),
     ("[params]\nmax_draws = 0\n" + GOOD_MODEL, r"params\.max_draws"),
     ("mlnode_version = 'v 1'\n" + GOOD_MODEL, "mlnode_version"),
