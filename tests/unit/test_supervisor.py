@@ -41,7 +41,7 @@ async def test_restart_after_crash_and_clean_stop(tmp_path: Path) -> None:
     first_pid = proc.pid
     proc.kill()  # crash
     for _ in range(100):
-        if proc.restarts == 1 and proc.alive() and await _answers(port):
+        if any("restarted" in e for e in events) and await _answers(port):
             break
         await asyncio.sleep(0.1)
     assert proc.restarts == 1 and proc.pid != first_pid
