@@ -85,13 +85,17 @@ def critical_value(total: int, p0: float | Fraction, alpha: float | Fraction) ->
         raise ValueError("total must be non-negative")
     p, al = _fraction(p0, "p0"), _fraction(alpha, "alpha")
     a, d = p.numerator, p.denominator
-    bound = al.numerator * d**total  # tail·d^n < alpha  ⇔  tail_num · alpha_den < alpha_num · d^n
-    acc = 0
-    for i in range(total, -1, -1):
-        acc += comb(total, i) * a**i * (d - a) ** (total - i)
-        if acc * al.denominator >= bound:
-            return i + 1
-    raise AssertionError("unreachable: P(X ≥ 0) = 1 ≥ alpha")
+    b = d - a
+    scale = d**total
+    bound = al.numerator * scale  # tail·d^n · alpha_den < alpha_num · d^n  ⇔  P(X ≥ m) < alpha
+    tail = scale  # d^n · P(X ≥ m), starting at m = 0
+    term = b**total  # d^n · P(X = m) = C(n, m)·a^m·b^(n−m)
+    for m in range(total + 1):
+        if m > 0 and tail * al.denominator < bound:
+            return m
+        tail -= term
+        term = term * (total - m) * a // ((m + 1) * b)  # exact: the next binomial term is an integer
+    return total + 1
 
 
 def critical_values(p0_bps: int, alpha_bps: int, max_total: int = TABLE_MAX_TOTAL) -> list[int]:
@@ -124,17 +128,18 @@ def normal_approx_fails(missed: int, total: int, p0_bps: int, z_e4: int) -> bool
     """The contract's rule beyond the table, in the same integer arithmetic.
 
     Fails when ``missed − ½ − n·p − (z² − 1)(1 − 2p)/6 > z·σ`` with ``σ = √(n·p·(1 − p))`` — the continuity-
-    corrected normal quantile plus the first Cornish–Fisher skew term, all scaled by ``2·BPS·10⁸``::
+    corrected normal quantile plus the first Cornish–Fisher skew term — multiplied through by ``6·BPS·10⁸`` so
+    that no division (and no rounding of negative numbers) is needed::
 
-        lhs  = (2·m·S − S − 2·n·p_bps)·10⁸ − (z_e4² − 10⁸)(S − 2·p_bps)/3
-        rhs  = 2·z_e4·isqrt(n·p_bps·(S − p_bps)·10⁸)
+        lhs  = 3·(2·m·S − S − 2·n·p_bps)·10⁸ − (z_e4² − 10⁸)·(S − 2·p_bps)
+        rhs  = 6·z_e4·isqrt(n·p_bps·(S − p_bps)·10⁸)
     """
     _check_counts(missed, total)
     if not 0 < p0_bps < BPS:
         raise ValueError("p0_bps must be in (0, 10000)")
     s = BPS
-    lhs = (2 * missed * s - s - 2 * total * p0_bps) * 10**8 - (z_e4 * z_e4 - 10**8) * (s - 2 * p0_bps) // 3
-    rhs = 2 * z_e4 * isqrt(total * p0_bps * (s - p0_bps) * 10**8)
+    lhs = 3 * (2 * missed * s - s - 2 * total * p0_bps) * 10**8 - (z_e4 * z_e4 - 10**8) * (s - 2 * p0_bps)
+    rhs = 6 * z_e4 * isqrt(total * p0_bps * (s - p0_bps) * 10**8)
     return lhs > rhs
 
 

@@ -1,0 +1,215 @@
+"""Typed client of Inference.vy: escrow, batched start/finish/reassign records, expiry, queries, deployment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from web3 import AsyncWeb3
+from web3.logs import DISCARD
+
+from dinfer.chain.contracts.base import ContractClient
+from dinfer.chain.contracts.epochs import EpochsClient, MemberStatus
+from dinfer.chain.contracts.registry import RegistryClient
+from dinfer.chain.deploy import deploy_contract
+from dinfer.chain.txqueue import TxSender
+from dinfer.crypto import inference_id as id_of_signature
+from dinfer.stats import critical_values, pack_critical_values, z_alpha_e4
+
+
+class InferenceStatus(IntEnum):
+    NONE = 0
+    STARTED = 1
+    FINISHED = 2
+    EXPIRED = 3
+    INVALIDATED = 4
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """A TA's start record: the client's request signature and the executor the TA picked."""
+
+    body_hash: bytes
+    timestamp: int
+    signature: bytes
+    model_key: bytes
+    executor: str
+    skipped: tuple[str, ...] = ()
+    prompt_tokens_est: int = 0
+    max_tokens: int = 0
+
+    @property
+    def inference_id(self) -> bytes:
+        return id_of_signature(self.signature)
+
+    def to_chain(self) -> tuple[Any, ...]:
+        sig = self.signature
+        return (
+            self.body_hash,
+            self.timestamp,
+            sig[:32],
+            sig[32:64],
+            sig[64],
+            self.model_key,
+            self.executor,
+            list(self.skipped),
+            self.prompt_tokens_est,
+            self.max_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class FinishRecord:
+    inference_id: bytes
+    prompt_tokens: int
+    completion_tokens: int
+    response_hash: bytes = bytes(32)
+
+    def to_chain(self) -> tuple[Any, ...]:
+        return (self.inference_id, self.prompt_tokens, self.completion_tokens, self.response_hash)
+
+
+@dataclass(frozen=True)
+class ReassignRecord:
+    inference_id: bytes
+    failed_executor: str
+    next_executor: str
+
+    def to_chain(self) -> tuple[Any, ...]:
+        return (self.inference_id, self.failed_executor, self.next_executor)
+
+
+@dataclass(frozen=True)
+class InferenceInfo:
+    status: InferenceStatus
+    reassigned: bool
+    client: str
+    ta: str
+    executor: str
+    model_key: bytes
+    epoch: int
+    start_block: int
+    reserved_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+    price_per_token: int
+    reserved: int
+    cost: int
+    skipped: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_chain(cls, raw: Any) -> InferenceInfo:
+        return cls(
+            InferenceStatus(int(raw[0])),
+            bool(raw[1]),
+            str(raw[2]),
+            str(raw[3]),
+            str(raw[4]),
+            bytes(raw[5]),
+            *(int(x) for x in raw[6:14]),
+            tuple(str(s) for s in raw[14]),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutorStats:
+    missed: int
+    total: int
+    first_missed_block: int
+    slashed: bool
+    status: MemberStatus
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batched transaction did, record by record (from its events)."""
+
+    applied: tuple[bytes, ...]
+    """Ids started / finished / reassigned by this transaction."""
+    rejected: dict[bytes, str]
+    """Id → reason of every record the contract skipped (``RecordRejected``)."""
+    duplicates: tuple[bytes, ...] = ()
+    """Ids whose finish was already recorded (``DuplicateFinish``: a no-op, never a double charge)."""
+
+
+_APPLIED_EVENT = {"start": "InferenceStarted", "finish": "InferenceFinished", "reassign": "InferenceReassigned"}
+
+
+class InferenceClient(ContractClient):
+    """Inference.vy. Clients deposit/withdraw; TAs start and reassign; executors finish; anyone expires."""
+
+    # --- escrow
+    async def deposit(self, amount: int) -> dict[str, Any]:
+        return await self._transact("deposit", value=amount)
+
+    async def withdraw(self, amount: int) -> dict[str, Any]:
+        return await self._transact("withdraw", amount)
+
+    async def withdraw_earnings(self) -> dict[str, Any]:
+        return await self._transact("withdraw_earnings")
+
+    async def balance_of(self, client: str) -> int:
+        return int(await self._call("balance_of", client))
+
+    async def earnings(self, host: str) -> int:
+        return int(await self._call("earnings", host))
+
+    # --- records (batched; bad records come back as RecordRejected events, not exceptions)
+    async def start_inferences(self, records: list[StartRecord], gas: int | None = None) -> dict[str, Any]:
+        return await self._transact("start_inferences", [r.to_chain() for r in records], gas=gas)
+
+    async def finish_inferences(self, records: list[FinishRecord], gas: int | None = None) -> dict[str, Any]:
+        return await self._transact("finish_inferences", [r.to_chain() for r in records], gas=gas)
+
+    async def reassign(self, records: list[ReassignRecord]) -> dict[str, Any]:
+        return await self._transact("reassign", [r.to_chain() for r in records])
+
+    async def expire(self, inference_id: bytes) -> dict[str, Any]:
+        return await self._transact("expire", inference_id)
+
+    async def report_downtime(self, executor: str) -> dict[str, Any]:
+        return await self._transact("report_downtime", executor)
+
+    def outcome(self, receipt: dict[str, Any], kind: str) -> BatchOutcome:
+        """Split a batch receipt (``kind``: start, finish or reassign) into applied, rejected and duplicate ids."""
+
+        def ids(event: str) -> list[Any]:
+            return list(self.contract.events[event]().process_receipt(receipt, errors=DISCARD))
+
+        return BatchOutcome(
+            applied=tuple(bytes(e["args"]["inference_id"]) for e in ids(_APPLIED_EVENT[kind])),
+            rejected={bytes(e["args"]["inference_id"]): str(e["args"]["reason"]) for e in ids("RecordRejected")},
+            duplicates=tuple(bytes(e["args"]["inference_id"]) for e in ids("DuplicateFinish")),
+        )
+
+    # --- queries
+    async def get_inference(self, inference_id: bytes) -> InferenceInfo:
+        return InferenceInfo.from_chain(await self._call("get_inference", inference_id))
+
+    async def executor_stats(self, epoch: int, executor: str) -> ExecutorStats:
+        raw = await self._call("executor_stats", epoch, executor)
+        return ExecutorStats(int(raw[0]), int(raw[1]), int(raw[2]), bool(raw[3]), MemberStatus(int(raw[4])))
+
+    async def missed_stat_test_fails(self, missed: int, total: int) -> bool:
+        return bool(await self._call("missed_stat_test_fails", missed, total))
+
+
+async def deploy_ledger(
+    w3: AsyncWeb3, sender: TxSender, registry: RegistryClient
+) -> tuple[EpochsClient, InferenceClient]:
+    """Deploy Epochs and Inference next to ``registry`` (the sender must own it) and wire their roles.
+
+    The MissedStatTest table is generated from the Registry's current ``missed_p0_bps`` / ``missed_alpha_bps``.
+    """
+    p0 = await registry.param("missed_p0_bps")
+    alpha = await registry.param("missed_alpha_bps")
+    epochs = EpochsClient(await deploy_contract(w3, sender, "Epochs"), sender)
+    table = pack_critical_values(critical_values(p0, alpha))
+    contract = await deploy_contract(
+        w3, sender, "Inference", registry.address, epochs.address, table, p0, alpha, z_alpha_e4(alpha)
+    )
+    inference = InferenceClient(contract, sender)
+    await epochs.set_inference(inference.address)
+    await registry.with_sender(sender).set_slasher(inference.address, True)
+    return epochs, inference
