@@ -73,17 +73,22 @@ def registry_constructor_args(genesis: Genesis, treasury: str) -> tuple[Any, ...
 async def deploy_network(
     w3: AsyncWeb3, sender: TxSender, genesis: Genesis, *, treasury: str | None = None
 ) -> Deployment:
-    """Deploy the Registry with the genesis parameters and register every genesis model."""
+    """Deploy the Registry (genesis parameters and models), then Epochs and Inference wired to it."""
+    # Imported here: the ledger module deploys through deploy_contract above (import cycle otherwise).
+    from dinfer.chain.contracts.inference import deploy_ledger
+    from dinfer.chain.contracts.registry import RegistryClient
+
     ctor_args = registry_constructor_args(genesis, treasury or sender.address)
     registry = await deploy_contract(w3, sender, "Registry", *ctor_args)
     pendings = [await sender.send(registry.functions.register_model(m.to_chain())) for m in genesis.models]
     for p in pendings:
         await p.wait()
-    deployment = Deployment(
+    epochs, inference = await deploy_ledger(w3, sender, RegistryClient(registry, sender))
+    addresses = {"Registry": registry.address, "Epochs": epochs.address, "Inference": inference.address}
+    return Deployment(
         chain_id=await w3.eth.chain_id,
         deployer=sender.address,
         block=await w3.eth.block_number,
-        contracts={"Registry": registry.address},
-        abi_hashes={"Registry": abi_hash(compile_contract("Registry").abi)},
+        contracts=addresses,
+        abi_hashes={name: abi_hash(compile_contract(name).abi) for name in addresses},
     )
-    return deployment
