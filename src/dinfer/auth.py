@@ -90,3 +90,45 @@ def verify_headers(headers: Mapping[str, str], body: bytes, *, ta_address: str, 
     if signer != client:
         raise AuthError(f"signature was made by {signer}, not by {client} (body changed after signing?)")
     return SignedRequest(client=client, timestamp=timestamp, ta=ta, signature=signature)
+
+
+# --------------------------------------------------------------------- TA → executor dispatch
+
+H_TA_SIGNATURE = "x-dinfer-ta-signature"
+H_TA_TIMESTAMP = "x-dinfer-ta-timestamp"
+H_PREVIOUS = "x-dinfer-previous"
+"""Comma-separated executors the TA already tried for this inference (fallback)."""
+
+
+def dispatch_digest(inference_id: str, executor: str, timestamp: int) -> bytes:
+    """What a TA signs when it hands an inference to an executor (so nobody else can make it work for free)."""
+    from eth_utils import keccak
+
+    return keccak(b"dinfer-dispatch-v1" + bytes.fromhex(inference_id.removeprefix("0x"))
+                  + bytes.fromhex(crypto.checksum(executor)[2:]) + timestamp.to_bytes(32, "big"))
+
+
+def sign_dispatch(inference_id: str, executor: str, ta_key: str, timestamp: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    sig = crypto.sign_digest_eip191(dispatch_digest(inference_id, executor, ts), ta_key)
+    return {H_TA_SIGNATURE: "0x" + sig.hex(), H_TA_TIMESTAMP: str(ts)}
+
+
+def verify_dispatch(headers: Mapping[str, str], inference_id: str, executor: str, ta: str, *, window_s: int,
+                    now: float | None = None) -> None:
+    """``AuthError`` unless the TA named in the client's request signed this dispatch to ``executor``."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        ts = int(lower[H_TA_TIMESTAMP])
+        sig = bytes.fromhex(lower[H_TA_SIGNATURE].removeprefix("0x"))
+    except (KeyError, ValueError):
+        raise AuthError(f"executor requests need {H_TA_SIGNATURE} and {H_TA_TIMESTAMP} from the TA") from None
+    current = time.time() if now is None else now
+    if abs(current - ts) > window_s:
+        raise AuthError(f"dispatch timestamp {ts} is more than {window_s} s from now")
+    try:
+        signer = crypto.recover_digest_eip191(dispatch_digest(inference_id, executor, ts), sig)
+    except CryptoError as exc:
+        raise AuthError(f"bad dispatch signature: {exc}") from None
+    if signer != crypto.checksum(ta):
+        raise AuthError(f"dispatch signed by {signer}, but the client authorised TA {ta}")

@@ -27,6 +27,7 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.chain.cli", "gov_app", "gov"),
     ("dinfer.chain.cli", "host_app", "host"),
     ("dinfer.mlnode.cli", "app", "mlnode"),
+    ("dinfer.node.cli", "app", "node"),
 ]
 
 

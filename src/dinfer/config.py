@@ -172,6 +172,8 @@ class NodeSettings(_Frozen):
     """No first token within this time → fall back to the next executor."""
     max_attempts: int = Field(3, ge=1, le=16)
     """Executors tried per request (first + fallbacks)."""
+    decode_timeout_per_token_s: float = Field(0.1, gt=0, le=60)
+    """Non-streaming requests: the first (whole) answer may take ``ttft_timeout_s`` + this × max_tokens."""
     max_tokens_default: int = Field(256, ge=1, le=131_072)
     max_tokens_limit: int = Field(4096, ge=1, le=131_072)
     max_body_bytes: int = Field(1_000_000, ge=1024, le=64_000_000)
@@ -221,14 +223,26 @@ class MLNodeSettings(_Frozen):
 class DevnetSettings(_Frozen):
     """Local network started by ``make run``."""
 
-    hosts: int = Field(3, ge=1, le=32)
+    hosts: int = Field(3, ge=0, le=8)
+    """Host nodes, each with its own key, collateral and ML node(s); 0 = chain only."""
     mlnodes_per_host: int = Field(1, ge=1, le=8)
     anvil_port: int = Field(8545, ge=1, le=65535)
+    base_port: int = Field(9000, ge=1024, le=65000)
+    """Host i listens on base_port + 10·i (public), +1 (admin); its ML nodes on base_port + 100 + 10·i + j."""
     block_time_s: float = Field(1.0, gt=0, le=60)
     """anvil ``--block-time``: automine stalls under concurrent submission."""
     state_dir: Path = Path(".devnet")
     genesis: Path | None = None
     """Genesis TOML; the packaged ``devnet.toml`` when unset."""
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    """Governance model every ML node serves."""
+    model_path: Path | None = None
+    """GGUF file for ``model`` when the ML node cannot find it by id (e.g. a generated test model)."""
+    mlnode_threads: int = Field(1, ge=1, le=64)
+    """llama.cpp threads per ML node (the devnet shares the machine's cores)."""
+    host_collateral_wei: int = Field(10**18, ge=1)
+    demo_deposit_wei: int = Field(10**19, ge=0)
+    """Escrow deposited for the demo client so `dinfer chat` works at once."""
 
 
 class Settings(BaseSettings):

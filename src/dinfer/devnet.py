@@ -1,7 +1,10 @@
-"""Local network for `make run`: anvil + the dinfer contracts deployed from the genesis file.
+"""Local network for `make run`: anvil, the contracts from the genesis file, N hosts with their ML nodes.
 
-Writes ``<state_dir>/devnet.json`` (RPC URL, chain id, contract addresses, demo keys) for every other tool and test,
-logs per process under ``<state_dir>/``, and a pid file so ``dinfer devnet down`` can stop it from another shell.
+Every host is real: its own key and collateral on chain, its own ML node process(es) running llama.cpp, its own
+host-node process, its ML nodes registered through its admin API (which declares them on chain). The epoch group
+of the served model is set by governance (the Epochs issue replaces this with PoC-formed groups). Everything runs
+under a ``Supervisor`` (crashed processes are restarted and reported), logs go to ``<state_dir>/<name>.log``, and
+``<state_dir>/devnet.json`` tells other tools and tests where everything is.
 """
 
 from __future__ import annotations
@@ -9,24 +12,43 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dinfer.chain.anvil import DEFAULT_MNEMONIC, AnvilProcess
+import httpx
+
+from dinfer.chain.anvil import DEFAULT_MNEMONIC, AnvilProcess, port_in_use
 from dinfer.chain.backends import connect
-from dinfer.chain.deploy import Deployment, deploy_network
+from dinfer.chain.contracts.epochs import EpochsClient, model_key
+from dinfer.chain.contracts.inference import InferenceClient
+from dinfer.chain.contracts.registry import RegistryClient
+from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import DevnetSettings
 from dinfer.errors import ConfigError
 from dinfer.genesis import Genesis, load_genesis
+from dinfer.supervisor import ManagedProcess, Supervisor
 
 OWNER_INDEX = 0
 TREASURY_INDEX = 9
 DEMO_CLIENT_INDEX = 10
 HOST_INDEX_BASE = 1
 """anvil accounts: 0 governance owner, 1..8 hosts, 9 treasury, 10.. demo clients."""
+GROUP_WEIGHT = 100
+
+
+@dataclass
+class HostInfo:
+    address: str
+    key: str
+    url: str
+    admin_url: str
+    mlnodes: list[dict[str, str]] = field(default_factory=list)
+    data_dir: str = ""
 
 
 @dataclass
@@ -40,6 +62,7 @@ class DevnetInfo:
     treasury: str
     demo_client_key: str
     demo_client_address: str
+    model: str = ""
     mnemonic: str = DEFAULT_MNEMONIC
     hosts: list[dict[str, Any]] = field(default_factory=list)
     pid: int = 0
@@ -61,73 +84,163 @@ class DevnetInfo:
     def contracts(self) -> Deployment:
         return Deployment(**self.deployment)
 
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL of the first host."""
+        return self.hosts[0]["url"] + "/v1" if self.hosts else ""
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dinfer.cli", *args]
+
+
+def _http_ok(url: str) -> Callable[[], Any]:
+    async def check() -> bool:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return (await client.get(url)).status_code == 200
+
+    return check
+
 
 class Devnet:
     """Starts, describes and stops the local network. Use as ``async with Devnet(settings) as net: ...``."""
 
-    def __init__(self, settings: DevnetSettings, genesis: Genesis | None = None) -> None:
+    def __init__(self, settings: DevnetSettings, genesis: Genesis | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.genesis = genesis or load_genesis(settings.genesis)
-        self.state_dir = Path(settings.state_dir)
+        self.state_dir = Path(settings.state_dir).resolve()
         self.anvil: AnvilProcess | None = None
         self.info: DevnetInfo | None = None
+        self.on_event = on_event or (lambda msg: None)
+        self.supervisor = Supervisor(on_event=self.on_event)
 
     @property
     def info_path(self) -> Path:
         return self.state_dir / "devnet.json"
 
+    def _check_ports(self) -> None:
+        s = self.settings
+        wanted = [("anvil", s.anvil_port)]
+        for i in range(s.hosts):
+            base = s.base_port + 10 * i
+            wanted += [(f"host{i} public", base), (f"host{i} admin", base + 1)]
+            wanted += [(f"host{i} ML node {j}", s.base_port + 100 + 10 * i + j) for j in range(s.mlnodes_per_host)]
+        busy = [f"{name} port {port}" for name, port in wanted if port_in_use(port)]
+        if busy:
+            raise ConfigError(f"ports in use: {', '.join(busy)}; stop what uses them or pick others with "
+                              "--anvil-port / --base-port (DINFER_DEVNET__BASE_PORT)")
+
     async def start(self) -> DevnetInfo:
+        s = self.settings
+        self.genesis.model(s.model)  # the served model must be a governance model
+        self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.anvil = await AnvilProcess.start(
-            port=self.settings.anvil_port,
-            block_time=self.settings.block_time_s,
-            accounts=DEMO_CLIENT_INDEX + 10,
-            log_path=self.state_dir / "anvil.log",
-        )
+        self.on_event("starting anvil")
+        self.anvil = await AnvilProcess.start(port=s.anvil_port, block_time=s.block_time_s,
+                                              accounts=DEMO_CLIENT_INDEX + 10, log_path=self.state_dir / "anvil.log")
         w3 = connect([self.anvil.url])
         try:
-            owner = self.anvil.accounts[OWNER_INDEX]
-            treasury = self.anvil.accounts[TREASURY_INDEX]
+            owner, treasury = self.anvil.accounts[OWNER_INDEX], self.anvil.accounts[TREASURY_INDEX]
+            client = self.anvil.accounts[DEMO_CLIENT_INDEX]
             sender = TxSender(w3, owner, poll_interval=0.1)
+            self.on_event("deploying contracts")
             deployment = await deploy_network(w3, sender, self.genesis, treasury=treasury.address)
+            deployment_path = self.state_dir / "deployment.json"
+            deployment.save(deployment_path)
+            self.info = DevnetInfo(
+                rpc_url=self.anvil.url, chain_id=self.anvil.chain_id, deployment=asdict(deployment),
+                owner_key=owner.private_key, treasury=treasury.address, demo_client_key=client.private_key,
+                demo_client_address=client.address, model=s.model, pid=os.getpid(),
+            )
+            hosts = [await self._start_host(w3, i, deployment, deployment_path) for i in range(s.hosts)]
+            self.info.hosts = [asdict(h) for h in hosts]
+            if hosts:
+                await self._form_group(w3, sender, deployment, [h.address for h in hosts])
+            if s.demo_deposit_wei:
+                demo = InferenceClient(bind(w3, "Inference", deployment.address("Inference")),
+                                       TxSender(w3, client, poll_interval=0.1))
+                await demo.deposit(s.demo_deposit_wei)
+                await demo.sender.close()  # type: ignore[union-attr]
             await sender.close()
         finally:
             await w3.provider.disconnect()
-        deployment.save(self.state_dir / "deployment.json")
-        client = self.anvil.accounts[DEMO_CLIENT_INDEX]
-        self.info = DevnetInfo(
-            rpc_url=self.anvil.url,
-            chain_id=self.anvil.chain_id,
-            deployment=asdict(deployment),
-            owner_key=owner.private_key,
-            treasury=treasury.address,
-            demo_client_key=client.private_key,
-            demo_client_address=client.address,
-            pid=os.getpid(),
-        )
         self.info.save(self.info_path)
+        self.on_event("devnet ready")
         return self.info
 
-    def stop(self) -> None:
+    async def _start_host(self, w3: Any, i: int, deployment: Deployment, deployment_path: Path) -> HostInfo:
+        s = self.settings
+        assert self.anvil is not None
+        key = self.anvil.accounts[HOST_INDEX_BASE + i]
+        public_port, admin_port = s.base_port + 10 * i, s.base_port + 10 * i + 1
+        host = HostInfo(address=key.address, key=key.private_key, url=f"http://127.0.0.1:{public_port}",
+                        admin_url=f"http://127.0.0.1:{admin_port}", data_dir=str(self.state_dir / f"host{i}"))
+        self.on_event(f"host{i}: registering {key.address} with collateral")
+        registry = RegistryClient(bind(w3, "Registry", deployment.address("Registry")),
+                                  TxSender(w3, key, poll_interval=0.1))
+        metadata = json.dumps({"hardware": "cpu", "region": "local", "devnet": True})
+        await registry.register_host(host.url, metadata, s.host_collateral_wei)
+        await registry.sender.close()  # type: ignore[union-attr]
+        for j in range(s.mlnodes_per_host):
+            port = s.base_port + 100 + 10 * i + j
+            node_id = f"host{i}-ml{j}"
+            self.on_event(f"{node_id}: starting ML node on port {port}")
+            await self.supervisor.start(ManagedProcess(
+                node_id, _python_cli("mlnode", "run", "--port", str(port), "--node-id", node_id,
+                                     "--threads", str(s.mlnode_threads)),
+                self.state_dir / f"{node_id}.log", ready=_http_ok(f"http://127.0.0.1:{port}/livez"),
+            ))
+            host.mlnodes.append({"node_id": node_id, "url": f"http://127.0.0.1:{port}"})
+        config = self.state_dir / f"host{i}.toml"
+        config.write_text(
+            f'[chain]\nrpc_urls = ["{self.anvil.url}"]\ndeployment_file = "{deployment_path}"\n\n'
+            f'[node]\npublic_port = {public_port}\nadmin_port = {admin_port}\npublic_url = "{host.url}"\n'
+            f'data_dir = "{host.data_dir}"\nbatch_max_delay_s = {max(0.2, s.block_time_s)}\n'
+        )
+        self.on_event(f"host{i}: starting host node on port {public_port}")
+        await self.supervisor.start(ManagedProcess(
+            f"host{i}", _python_cli("node", "run", "--config", str(config)), self.state_dir / f"host{i}.log",
+            env={"DINFER_NODE__PRIVATE_KEY": key.private_key}, ready=_http_ok(f"{host.url}/health"),
+        ))
+        async with httpx.AsyncClient(timeout=300) as http:
+            for ml in host.mlnodes:
+                self.on_event(f"{ml['node_id']}: loading {s.model}")
+                body: dict[str, Any] = {"node_id": ml["node_id"], "url": ml["url"], "models": [s.model],
+                                        "hardware": "cpu", "throughput": 100}
+                if s.model_path is not None:
+                    body["model_path"] = str(s.model_path)
+                resp = await http.post(f"{host.admin_url}/admin/mlnodes", json=body)
+                if resp.status_code != 201:
+                    raise ConfigError(f"host{i}: registering {ml['node_id']} failed: {resp.text}")
+        return host
+
+    async def _form_group(self, w3: Any, sender: TxSender, deployment: Deployment, members: list[str]) -> None:
+        epochs = EpochsClient(bind(w3, "Epochs", deployment.address("Epochs")), sender)
+        epoch = await epochs.current_epoch()
+        self.on_event(f"epoch {epoch}: group for {self.settings.model} with {len(members)} hosts")
+        await epochs.add_group(epoch, model_key(self.settings.model), members, [GROUP_WEIGHT] * len(members))
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
         if self.anvil is not None:
             self.anvil.stop()
             self.anvil = None
-        if self.info_path.exists():
-            self.info_path.unlink()
+        self.info_path.unlink(missing_ok=True)
 
     async def __aenter__(self) -> Devnet:
         try:
             await self.start()
         except BaseException:
-            self.stop()
+            await self.stop()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.stop()
+        await self.stop()
 
 
-def stop_running(state_dir: Path, timeout: float = 15.0) -> bool:
+def stop_running(state_dir: Path, timeout: float = 30.0) -> bool:
     """Ask a devnet started in another shell to stop (SIGINT to its supervisor). False if none is running."""
     path = state_dir / "devnet.json"
     if not path.exists():

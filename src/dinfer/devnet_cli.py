@@ -33,15 +33,22 @@ def _print_info(info: DevnetInfo) -> None:
     table.add_row("treasury", info.treasury)
     table.add_row("demo client", info.demo_client_address)
     table.add_row("demo client key", info.demo_client_key + "  (devnet only)")
-    for host in info.hosts:
-        table.add_row(f"host {host['address'][:10]}…", host.get("url", ""))
+    for i, host in enumerate(info.hosts):
+        table.add_row(f"host{i} {host['address'][:10]}…", f"{host['url']}  (admin {host['admin_url']})")
+    if info.hosts:
+        table.add_row("OpenAI base URL", info.base_url)
+        table.add_row("served model", info.model)
     console.print(table)
+    if info.hosts:
+        console.print("try: .venv/bin/dinfer chat \"Hello!\"   (signs with the demo client key)")
 
 
 @app.command()
 def up(
     config: Path | None = typer.Option(None, "--config", help="TOML settings file ([devnet] section)."),
+    hosts: int | None = typer.Option(None, help="Host nodes to start (default 3; 0 = chain only)."),
     anvil_port: int | None = typer.Option(None, help="Port of the local chain (default 8545)."),
+    base_port: int | None = typer.Option(None, help="First host's public port (default 9000)."),
     block_time: float | None = typer.Option(None, help="Seconds per block (default 1)."),
     state_dir: Path | None = typer.Option(None, help="Where logs and devnet.json go (default .devnet)."),
     genesis: Path | None = typer.Option(None, help="Genesis TOML (default: the packaged devnet genesis)."),
@@ -50,7 +57,8 @@ def up(
 
     Example: `dinfer devnet up --anvil-port 8546`
     """
-    settings = _settings(config, anvil_port=anvil_port, block_time_s=block_time, state_dir=state_dir, genesis=genesis)
+    settings = _settings(config, hosts=hosts, anvil_port=anvil_port, base_port=base_port, block_time_s=block_time,
+                         state_dir=state_dir, genesis=genesis)
     asyncio.run(_run(settings))
 
 
@@ -59,9 +67,14 @@ async def _run(settings: DevnetSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with console.status("starting anvil and deploying contracts…"):
-        net = Devnet(settings)
+    with console.status("starting the devnet…") as status:
+        def progress(message: str) -> None:
+            status.update(message + "…")
+            console.log(message)
+
+        net = Devnet(settings, on_event=progress)
         await net.__aenter__()
+    net.on_event = console.log
     try:
         assert net.info is not None
         _print_info(net.info)

@@ -26,10 +26,10 @@ HOST_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d" 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, Path]]:
     work = tmp_path_factory.mktemp("devnet")
-    net = Devnet(DevnetSettings(anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet"))
+    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet"))
     asyncio.run(net.start())
     yield net, work
-    net.stop()
+    asyncio.run(net.stop())
 
 
 @pytest.fixture
@@ -89,8 +89,8 @@ def test_bad_input_is_one_clear_line(devnet: tuple[Devnet, Path], args: tuple[st
 def test_devnet_up_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dinfer.cli", "devnet", "up", "--anvil-port", str(port), "--block-time", "0.2",
-         "--state-dir", str(tmp_path / ".devnet")],
+        [sys.executable, "-m", "dinfer.cli", "devnet", "up", "--hosts", "0", "--anvil-port", str(port),
+         "--block-time", "0.2", "--state-dir", str(tmp_path / ".devnet")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     info_path = tmp_path / ".devnet" / "devnet.json"
@@ -110,8 +110,8 @@ def test_devnet_up_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
 def test_port_in_use_is_explained(devnet: tuple[Devnet, Path], tmp_path: Path) -> None:
     busy = devnet[0].settings.anvil_port
     proc = subprocess.run(
-        [sys.executable, "-m", "dinfer.cli", "devnet", "up", "--anvil-port", str(busy), "--state-dir",
-         str(tmp_path / "x")], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "dinfer.cli", "devnet", "up", "--hosts", "0", "--anvil-port", str(busy),
+         "--state-dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1
-    assert f"port {busy} is already in use" in proc.stderr.replace("\n", " ")
+    assert f"anvil port {busy}" in proc.stderr.replace("\n", " ")

@@ -60,7 +60,8 @@ class InferenceRecord:
     ta: str
     executor: str = ""
     status: str = "RECEIVED"
-    """RECEIVED → STARTED → FINISHED | FAILED | EXPIRED | INVALIDATED (local view; the chain is authoritative)."""
+    """HTTP side: RECEIVED → STREAMING → COMPLETED | FAILED; REJECTED when the contract refused the start.
+    The chain side (started/finished/expired) is in ``txs`` and on chain (``GET /v1/inference/{id}`` merges both)."""
     skipped: list[str] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     """One entry per executor tried: ``{"executor", "outcome", "ms"}``."""
@@ -68,6 +69,8 @@ class InferenceRecord:
     completion_tokens: int = 0
     cost_wei: int = 0
     price_per_token: int = 0
+    reserved_wei: int = 0
+    """Escrow the TA reserved for this inference (prompt upper bound + max_tokens) × price."""
     txs: dict[str, str] = field(default_factory=dict)
     """``start`` / ``finish`` / ``reassign`` → tx hash."""
     error: str = ""

@@ -1,0 +1,67 @@
+"""The host node's two HTTP apps over one ``NodeRuntime``, and ``serve()`` that runs them until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+from fastapi import FastAPI
+
+from dinfer import __version__
+from dinfer.config import Settings
+from dinfer.http_errors import install_error_handlers
+from dinfer.node import admin_api, executor_api, public_api
+from dinfer.node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+
+def create_public_app(rt: NodeRuntime) -> FastAPI:
+    app = FastAPI(title="dinfer host node", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.runtime = rt
+    install_error_handlers(app)
+    app.include_router(public_api.router)
+    app.include_router(executor_api.router)
+    return app
+
+
+def create_admin_app(rt: NodeRuntime) -> FastAPI:
+    app = FastAPI(title="dinfer host node — admin", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.runtime = rt
+    install_error_handlers(app)
+    app.include_router(admin_api.router)
+    return app
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Start the runtime and both servers; stop cleanly on SIGINT/SIGTERM (or when ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rt = await NodeRuntime.start(settings)
+    node = settings.node
+    servers = [
+        uvicorn.Server(uvicorn.Config(create_public_app(rt), host=node.bind, port=node.public_port,
+                                      log_level="warning", lifespan="off", timeout_graceful_shutdown=5)),
+        uvicorn.Server(uvicorn.Config(create_admin_app(rt), host=node.admin_bind, port=node.admin_port,
+                                      log_level="warning", lifespan="off", timeout_graceful_shutdown=5)),
+    ]
+    for server in servers:
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own the signals
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    log.info("public API on http://%s:%d, admin API on http://%s:%d", node.bind, node.public_port,
+             node.admin_bind, node.admin_port)
+    try:
+        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await rt.stop()

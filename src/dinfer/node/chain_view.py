@@ -1,0 +1,136 @@
+"""Cached reads of chain state the request path needs: epoch, groups, member statuses, prices, host URLs.
+
+The hot path must not make a dozen RPC calls per request: group membership changes once per epoch, statuses and
+balances are read at most every ``ttl`` seconds. The chain stays authoritative — the contract re-checks every
+start record — so a slightly stale view costs at worst one rejected record, never money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dinfer.chain.contracts.epochs import EpochsClient, Group, MemberStatus, model_key
+from dinfer.chain.contracts.inference import InferenceClient
+from dinfer.chain.contracts.registry import Model, RegistryClient
+
+
+@dataclass(frozen=True)
+class GroupView:
+    epoch: int
+    model: Model
+    group: Group
+    statuses: tuple[MemberStatus, ...]
+
+    @property
+    def active(self) -> list[bool]:
+        return [s == MemberStatus.ACTIVE for s in self.statuses]
+
+
+class _TTLCache:
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._data: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any | None:
+        hit = self._data.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
+    def put(self, key: Any, value: Any) -> Any:
+        self._data[key] = (time.monotonic(), value)
+        return value
+
+    def drop(self, key: Any) -> None:
+        self._data.pop(key, None)
+
+
+class ChainView:
+    """Read-through caches over the Registry, Epochs and Inference contracts."""
+
+    def __init__(self, registry: RegistryClient, epochs: EpochsClient, inference: InferenceClient, *,
+                 ttl: float = 1.0) -> None:
+        self.registry = registry
+        self.epochs = epochs
+        self.inference = inference
+        self._short = _TTLCache(ttl)
+        self._long = _TTLCache(30.0)
+        self._groups: dict[tuple[int, bytes], Group] = {}
+        self._lock = asyncio.Lock()
+
+    async def epoch(self) -> int:
+        cached = self._short.get("epoch")
+        if cached is None:
+            cached = self._short.put("epoch", await self.epochs.current_epoch())
+        return int(cached)
+
+    async def max_draws(self) -> int:
+        cached = self._long.get("max_draws")
+        if cached is None:
+            cached = self._long.put("max_draws", await self.registry.param("max_draws"))
+        return int(cached)
+
+    async def request_window(self) -> int:
+        cached = self._long.get("window")
+        if cached is None:
+            cached = self._long.put("window", await self.registry.param("request_window_seconds"))
+        return int(cached)
+
+    async def model(self, model_id: str) -> Model | None:
+        """The governance model, or None when ``model_id`` is not one."""
+        key = ("model", model_id)
+        cached = self._long.get(key)
+        if cached is None:
+            if not await self.registry.is_valid_governance_model(model_id):
+                return None
+            cached = self._long.put(key, await self.registry.get_governance_model(model_id))
+        return cached  # type: ignore[no-any-return]
+
+    async def group(self, model_id: str) -> GroupView | None:
+        """Current epoch group for ``model_id`` with fresh statuses; None when the model has no group."""
+        model = await self.model(model_id)
+        if model is None:
+            return None
+        epoch = await self.epoch()
+        gkey = (epoch, model_key(model_id))
+        group = self._groups.get(gkey)
+        if group is None:
+            async with self._lock:
+                group = self._groups.get(gkey) or await self.epochs.get_group(epoch, gkey[1])
+                self._groups[gkey] = group
+        if not group.members:
+            self._groups.pop(gkey, None)  # groups may still be forming: look again next time
+            return None
+        statuses = await asyncio.gather(*(self.status(epoch, m) for m in group.members))
+        return GroupView(epoch, model, group, tuple(statuses))
+
+    async def status(self, epoch: int, member: str) -> MemberStatus:
+        key = ("status", epoch, member)
+        cached = self._short.get(key)
+        if cached is None:
+            cached = self._short.put(key, await self.epochs.status_of(epoch, member))
+        return cached  # type: ignore[no-any-return]
+
+    def forget_status(self, epoch: int, member: str) -> None:
+        self._short.drop(("status", epoch, member))
+
+    async def host_url(self, host: str) -> str:
+        key = ("url", host)
+        cached = self._long.get(key)
+        if cached is None:
+            cached = self._long.put(key, (await self.registry.get_host(host)).url)
+        return str(cached)
+
+    async def is_host(self, address: str) -> bool:
+        key = ("is_host", address)
+        cached = self._long.get(key)
+        if cached is None:
+            cached = self._long.put(key, await self.registry.is_host(address))
+        return bool(cached)
+
+    async def balance(self, client: str) -> int:
+        """Escrow balance (not cached: it is the spend check)."""
+        return await self.inference.balance_of(client)

@@ -1,0 +1,155 @@
+"""Executor role: run an inference on one of this host's ML nodes, count its tokens, keep its payload for
+validators, and queue the finish record — ``execute_and_finish``, the one path used both when the request
+arrives over HTTP from a TA and when the chain announces it first (reconciliation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from eth_utils import keccak
+
+from dinfer import sse
+from dinfer.chain.contracts.inference import FinishRecord
+from dinfer.errors import EngineFailed, NotServing
+from dinfer.node.broker import Broker
+from dinfer.node.chain_writer import ChainWriter
+from dinfer.node.store import InferenceRecord, NodeStore
+from dinfer.openai_types import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["chat", "completion"]
+ROUTES: dict[str, str] = {"chat": "chat/completions", "completion": "completions"}
+
+
+@dataclass
+class Execution:
+    """An inference this host executes."""
+
+    inference_id: str
+    kind: Kind
+    body: bytes
+    """The client's signed request body, unchanged."""
+    request: ChatCompletionRequest | CompletionRequest
+    client: str
+    ta: str
+    max_tokens: int
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    node_id: str = ""
+    started: float = 0.0
+    first_token_s: float | None = None
+
+    def engine_body(self) -> bytes:
+        """What the ML node gets: the client's request with dinfer's bounds and (when streaming) usage on."""
+        body: dict[str, Any] = self.request.model_dump(exclude_none=True)
+        body["max_tokens"] = self.max_tokens
+        if self.request.stream:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    @property
+    def response_hash(self) -> bytes:
+        """``keccak256(utf8(output text))`` — committed on chain by the finish record."""
+        return keccak(self.text.encode())
+
+
+def _take_text(kind: Kind, choice: dict[str, Any], streaming: bool) -> str:
+    if kind == "completion":
+        return str(choice.get("text") or "")
+    part = choice.get("delta" if streaming else "message") or {}
+    return str(part.get("content") or "")
+
+
+class Executor:
+    """Runs executions on the broker's ML nodes and records them."""
+
+    def __init__(self, broker: Broker, store: NodeStore, writer: ChainWriter, *, address: str,
+                 ttft_timeout: float) -> None:
+        self.broker = broker
+        self.store = store
+        self.writer = writer
+        self.address = address
+        self.ttft_timeout = ttft_timeout
+
+    async def execute_and_finish(self, ex: Execution) -> AsyncIterator[bytes]:
+        """Yield the response bytes (SSE events, or one JSON document) and, once complete, record + finish.
+
+        Raises before yielding anything when no ML node can take the request, so callers can still answer with a
+        proper status (and a TA can fall back to the next executor).
+        """
+        ex.started = time.monotonic()
+        async with self.broker.dispatch(str(ex.request.model)) as node:
+            ex.node_id = node.node_id
+            async with node.client.open_inference(ROUTES[ex.kind], ex.engine_body(),
+                                                  ttft_timeout=self.ttft_timeout) as resp:
+                if resp.status_code >= 400:
+                    detail = (await resp.aread())[:500].decode(errors="replace")
+                    if resp.status_code == 503:
+                        raise NotServing(f"ML node {node.node_id} busy: {detail}",
+                                         retry_after_s=int(resp.headers.get("retry-after", "1")))
+                    raise EngineFailed(f"ML node {node.node_id} answered {resp.status_code}: {detail}",
+                                       status=resp.status_code if resp.status_code < 500 else 502)
+                if ex.request.stream:
+                    async for chunk in self._relay_stream(ex, resp.aiter_raw()):
+                        yield chunk
+                else:
+                    raw = await resp.aread()
+                    self._absorb_json(ex, raw)
+                    yield raw
+        await self._record(ex)
+
+    async def _relay_stream(self, ex: Execution, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for event in sse.events(chunks):
+            data = event.data
+            if isinstance(data, dict):
+                if data.get("usage"):
+                    ex.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
+                    ex.completion_tokens = int(data["usage"].get("completion_tokens", 0))
+                for choice in data.get("choices") or []:
+                    piece = _take_text(ex.kind, choice, streaming=True)
+                    if piece and ex.first_token_s is None:
+                        ex.first_token_s = time.monotonic() - ex.started
+                    ex.text += piece
+                    ex.finish_reason = choice.get("finish_reason") or ex.finish_reason
+            yield event.raw
+
+    def _absorb_json(self, ex: Execution, raw: bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EngineFailed(f"ML node returned invalid JSON: {exc}") from None
+        usage = data.get("usage") or {}
+        ex.prompt_tokens = int(usage.get("prompt_tokens", 0))
+        ex.completion_tokens = int(usage.get("completion_tokens", 0))
+        choice = (data.get("choices") or [{}])[0]
+        ex.text = _take_text(ex.kind, choice, streaming=False)
+        ex.finish_reason = choice.get("finish_reason")
+        ex.first_token_s = time.monotonic() - ex.started
+
+    async def _record(self, ex: Execution) -> None:
+        """Payload for validators, the local record, and the finish record (gated until the start is on chain)."""
+        response = orjson.dumps({
+            "text": ex.text, "prompt_tokens": ex.prompt_tokens, "completion_tokens": ex.completion_tokens,
+            "finish_reason": ex.finish_reason, "node_id": ex.node_id,
+        })
+        await self.store.put_payload(ex.inference_id, ex.body, response)
+        record = await self.store.get_inference(ex.inference_id) or InferenceRecord(
+            id=ex.inference_id, role="executor", model=str(ex.request.model), client=ex.client, ta=ex.ta)
+        if "executor" not in record.role:
+            record.role = f"{record.role}+executor"
+        record.executor = self.address
+        record.prompt_tokens, record.completion_tokens = ex.prompt_tokens, ex.completion_tokens
+        await self.store.put_inference(record)
+        self.writer.queue_finish(FinishRecord(bytes.fromhex(ex.inference_id[2:]), ex.prompt_tokens,
+                                              ex.completion_tokens, ex.response_hash))
+        log.info("executed %s on %s: %d+%d tokens", ex.inference_id, ex.node_id, ex.prompt_tokens,
+                 ex.completion_tokens)

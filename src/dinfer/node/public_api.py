@@ -1,0 +1,158 @@
+"""Public API (port 9000): OpenAI-compatible routes, inference lookup, identity, and the TA's request fetch."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
+from dinfer.chain.contracts.epochs import model_key
+from dinfer.crypto import checksum, recover_digest_eip191
+from dinfer.errors import CryptoError, TxReverted
+from dinfer.http_errors import HTTPError, JSONBytesResponse
+from dinfer.node.executor import Kind
+from dinfer.node.listener import fetch_digest
+
+if TYPE_CHECKING:
+    from dinfer.node.runtime import NodeRuntime
+
+router = APIRouter()
+TA_REQUEST_KEY = "ta_request/{}"
+
+
+def _rt(request: Request) -> NodeRuntime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, "chat")
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(request: Request) -> Response:
+    return await _serve(request, "completion")
+
+
+async def _serve(request: Request, kind: Kind) -> Response:
+    rt = _rt(request)
+    body = await rt.read_body(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    acc = await rt.ta.admit(kind, body, headers)
+    await rt.store.kv_set(TA_REQUEST_KEY.format(acc.inference_id), orjson.dumps({
+        "kind": kind, "body_hex": body.hex(),
+        "headers": {h: headers[h] for h in (H_ADDRESS, H_TIMESTAMP, H_TA, H_SIGNATURE)} | {"x-dinfer-kind": kind},
+    }).decode())
+    out = await rt.ta.dispatch(acc)
+    if acc.request.stream:
+        return StreamingResponse(rt.ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)
+    raw = b"".join([chunk async for chunk in rt.ta.relay(acc, out)])
+    record = out.record
+    headers_out = {**out.headers, "x-dinfer-tokens": str(record.prompt_tokens + record.completion_tokens),
+                   "x-dinfer-cost": str(record.cost_wei)}
+    return Response(raw, media_type="application/json", headers=headers_out)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """Models with an epoch group this epoch, with their snapshot price."""
+    rt = _rt(request)
+    data = []
+    for model in await rt.registry.get_governance_models():
+        group = await rt.chain.group(model.id)
+        if group is None:
+            continue
+        data.append({
+            "id": model.id, "object": "model", "owned_by": "dinfer", "created": 0,
+            "hf_repo": model.hf_repo, "hf_commit": model.hf_commit, "price_per_token": model.price_per_token,
+            "epoch": group.epoch, "executors": len(group.group.members),
+        })
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/inference/{inference_id}")
+async def get_inference(inference_id: str, request: Request) -> dict[str, Any]:
+    """Status, executor, skipped, attempts, tokens, cost and tx hashes (local record merged with the chain)."""
+    rt = _rt(request)
+    try:
+        iid = bytes.fromhex(inference_id.removeprefix("0x"))
+        if len(iid) != 32:
+            raise ValueError
+    except ValueError:
+        raise HTTPError(400, f"{inference_id!r} is not an inference id (32 bytes hex)", "invalid_request_error") \
+            from None
+    local = await rt.store.get_inference("0x" + iid.hex())
+    try:
+        info = await rt.inference.get_inference(iid)
+    except TxReverted:
+        info = None
+    if local is None and (info is None or info.status.name == "NONE"):
+        raise HTTPError(404, f"inference {inference_id} is unknown to this node and to the chain", "not_found")
+    out: dict[str, Any] = {"id": "0x" + iid.hex()}
+    if local is not None:
+        out.update({"model": local.model, "client": local.client, "ta": local.ta, "executor": local.executor,
+                    "skipped": local.skipped, "attempts": local.attempts, "local_status": local.status,
+                    "prompt_tokens": local.prompt_tokens, "completion_tokens": local.completion_tokens,
+                    "cost_wei": local.cost_wei, "txs": local.txs, "error": local.error or None})
+    if info is not None and info.status.name != "NONE":
+        out.update({"status": info.status.name, "executor": info.executor, "skipped": list(info.skipped),
+                    "client": info.client, "ta": info.ta, "reassigned": info.reassigned, "epoch": info.epoch,
+                    "prompt_tokens": info.prompt_tokens, "completion_tokens": info.completion_tokens,
+                    "cost_wei": info.cost, "reserved_wei": info.reserved, "price_per_token": info.price_per_token})
+    else:
+        out["status"] = "PENDING_START"
+    return out
+
+
+@router.get("/v1/ta/requests/{inference_id}")
+async def fetch_request(inference_id: str, request: Request) -> JSONBytesResponse:
+    """The client's signed request, for the executor the chain assigned (chain-first reconciliation)."""
+    rt = _rt(request)
+    try:
+        caller = checksum(request.headers.get("x-dinfer-executor", ""))
+        ts = int(request.headers.get("x-dinfer-timestamp", ""))
+        sig = bytes.fromhex(request.headers.get("x-dinfer-signature", "").removeprefix("0x"))
+        signer = recover_digest_eip191(fetch_digest(inference_id, ts), sig)
+    except (CryptoError, ValueError):
+        raise AuthError("sign the fetch: x-dinfer-executor, x-dinfer-timestamp, x-dinfer-signature") from None
+    if signer != caller or abs(time.time() - ts) > await rt.chain.request_window():
+        raise AuthError("fetch signature does not match x-dinfer-executor or is stale")
+    info = await rt.inference.get_inference(bytes.fromhex(inference_id.removeprefix("0x")))
+    if info.executor != caller:
+        raise HTTPError(403, f"{caller} is not the executor of {inference_id} on chain", "permission_error")
+    stored = await rt.store.kv_get(TA_REQUEST_KEY.format(inference_id))
+    if stored is None:
+        raise HTTPError(404, f"this TA holds no request {inference_id}", "not_found")
+    return JSONBytesResponse(orjson.loads(stored))
+
+
+@router.get("/v1/identity")
+async def identity(request: Request) -> dict[str, Any]:
+    """Who this node is: address (the TA address clients sign for), chain, contracts, version."""
+    return _rt(request).identity()
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    nodes = rt.broker.nodes()
+    return {"status": "ok", **rt.identity(), "mlnodes": {n.node_id: n.state for n in nodes},
+            "serving": sorted(rt.broker.models()), "tx_queue_depth": rt.writer.depth}
+
+
+@router.get("/v1/epochs/current")
+async def current_epoch(request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    groups = []
+    for model in await rt.registry.get_governance_models():
+        view = await rt.chain.group(model.id)
+        if view is None:
+            continue
+        groups.append({"model": model.id, "model_key": "0x" + model_key(model.id).hex(),
+                       "members": list(view.group.members), "weights": list(view.group.weights),
+                       "statuses": [s.name for s in view.statuses]})
+    return {"epoch": await rt.chain.epoch(), "block": await rt.w3.eth.block_number, "groups": groups}

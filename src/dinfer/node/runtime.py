@@ -1,0 +1,161 @@
+"""NodeRuntime: everything one host node owns — settings, keys, SQLite, chain clients, broker, roles, background
+tasks — built once at start-up and shared by the public and admin apps (no module globals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import Request
+from web3 import AsyncWeb3
+
+from dinfer import __version__
+from dinfer.chain.backends import connect
+from dinfer.chain.contracts.epochs import EpochsClient
+from dinfer.chain.contracts.inference import InferenceClient
+from dinfer.chain.contracts.registry import RegistryClient
+from dinfer.chain.deploy import Deployment, bind
+from dinfer.chain.events import EventPoller, SqliteCursorStore
+from dinfer.chain.txqueue import TxSender
+from dinfer.config import Settings
+from dinfer.crypto import Keypair
+from dinfer.errors import ConfigError
+from dinfer.http_errors import HTTPError
+from dinfer.node.broker import Broker
+from dinfer.node.chain_view import ChainView
+from dinfer.node.chain_writer import ChainWriter
+from dinfer.node.executor import Executor
+from dinfer.node.listener import Listener
+from dinfer.node.remote import ExecutorPeer
+from dinfer.node.store import NodeStore
+from dinfer.node.ta import TransferAgent
+from dinfer.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeRuntime:
+    settings: Settings
+    keypair: Keypair
+    deployment: Deployment
+    w3: AsyncWeb3
+    http: httpx.AsyncClient
+    store: NodeStore
+    sender: TxSender
+    registry: RegistryClient
+    epochs: EpochsClient
+    inference: InferenceClient
+    chain: ChainView
+    writer: ChainWriter
+    broker: Broker
+    executor: Executor
+    ta: TransferAgent
+    listener: Listener
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str:
+        return self.keypair.address
+
+    @classmethod
+    async def start(cls, settings: Settings) -> NodeRuntime:
+        node = settings.node
+        if node.private_key is None:
+            raise ConfigError("node.private_key is required (set DINFER_NODE__PRIVATE_KEY)")
+        keypair = Keypair.from_private_key(node.private_key.get_secret_value())
+        if settings.chain.deployment_file is None:
+            raise ConfigError("chain.deployment_file is required (the JSON written by `dinfer deploy` / the devnet)")
+        deployment = Deployment.load(settings.chain.deployment_file)
+        w3 = connect(settings.chain.rpc_urls, connections_per_url=settings.chain.connections_per_url,
+                     request_timeout=settings.chain.request_timeout_s,
+                     health_interval=settings.chain.health_interval_s)
+        chain_id = await w3.eth.chain_id
+        if chain_id != deployment.chain_id:
+            raise ConfigError(f"RPC chain id {chain_id} differs from the deployment's {deployment.chain_id}")
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        store = await NodeStore.open(Path(node.data_dir) / "node.sqlite")
+        sender = TxSender(w3, keypair, receipt_timeout=settings.chain.tx_receipt_timeout_s,
+                          fee_bump_percent=settings.chain.tx_fee_bump_percent)
+        registry = RegistryClient(bind(w3, "Registry", deployment.address("Registry")), sender)
+        epochs = EpochsClient(bind(w3, "Epochs", deployment.address("Epochs")), sender)
+        inference = InferenceClient(bind(w3, "Inference", deployment.address("Inference")), sender)
+        chain = ChainView(registry, epochs, inference)
+        broker = Broker(http)
+        limiter = RateLimiter(per_minute=node.rate_limit_per_minute)
+        rt_holder: dict[str, TransferAgent] = {}
+
+        async def on_outcome(kind: str, iid: str, outcome: str, detail: str) -> None:
+            await rt_holder["ta"].on_chain_outcome(kind, iid, outcome, detail)
+
+        writer = ChainWriter(inference, max_records=node.batch_max_records, max_delay=node.batch_max_delay_s,
+                             on_outcome=on_outcome)
+        executor = Executor(broker, store, writer, address=keypair.address, ttft_timeout=node.ttft_timeout_s)
+        peers = ExecutorPeer(http, keypair.private_key)
+        ta = TransferAgent(address=keypair.address, settings=node, chain=chain, store=store, writer=writer,
+                           executor=executor, peers=peers, limiter=limiter)
+        rt_holder["ta"] = ta
+        cursor = SqliteCursorStore(Path(node.data_dir) / "node.sqlite")
+        listener = Listener(keypair.address, store, chain, executor, peers, http,
+                            max_tokens_default=node.max_tokens_default)
+        poller = EventPoller(w3, [inference.contract], cursor, "inference", listener.handle,
+                             start_block=deployment.block, confirmations=settings.chain.confirmations)
+        rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
+                 broker, executor, ta, listener)
+        await broker.poll_once()
+        rt._tasks = [
+            asyncio.create_task(broker.run(rt._stop), name="broker-poll"),
+            asyncio.create_task(poller.run(rt._stop), name="listener"),
+        ]
+        log.info("host node %s started (dinfer %s, chain %d, Registry %s)", keypair.address, __version__,
+                 chain_id, deployment.address("Registry"))
+        return rt
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.drain(timeout=5.0), timeout=15.0)
+        await self.writer.close()
+        await self.sender.close()
+        await self.store.close()
+        await self.http.aclose()
+        await self.w3.provider.disconnect()
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, refusing more than ``max_body_bytes`` (413) without reading it all."""
+        limit = self.settings.node.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"request body of {declared} bytes is over this node's limit of {limit} bytes",
+                            "invalid_request_error")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"request body is over this node's limit of {limit} bytes",
+                                "invalid_request_error")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "dinfer_version": __version__,
+            "chain_id": self.deployment.chain_id,
+            "contracts": self.deployment.contracts,
+            "abi_hashes": self.deployment.abi_hashes,
+            "public_url": self.settings.node.public_url,
+        }

@@ -1,0 +1,295 @@
+"""Transfer-agent role: accept a client's signed OpenAI request, pick the executor deterministically, record the
+start, proxy to the executor (falling back to the next ACTIVE member on refusal / 5xx / no first token), and hand
+the client exactly one clean response with dinfer's transparency headers.
+
+Order of checks (nothing is written before all of them pass): body size → content type → JSON/schema → signature
+and timestamp → per-client rate limit → model served this epoch → price cap → escrow balance. Then the
+``inference_seen/<id>`` marker (replays refused), the start record, dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from dinfer import selection, sse
+from dinfer.auth import SignedRequest, verify_headers
+from dinfer.chain.contracts.epochs import model_key
+from dinfer.chain.contracts.inference import ReassignRecord, StartRecord
+from dinfer.config import NodeSettings
+from dinfer.crypto import sha256
+from dinfer.errors import DinferError, InvalidRequest, ModelNotFound
+from dinfer.http_errors import HTTPError
+from dinfer.node.chain_view import ChainView, GroupView
+from dinfer.node.chain_writer import ChainWriter
+from dinfer.node.executor import Execution, Executor, Kind
+from dinfer.node.remote import ExecutorPeer, Upstream, UpstreamFailed, prepend
+from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+from dinfer.openai_types import ChatCompletionRequest, CompletionRequest, parse_request, prompt_tokens_upper_bound
+from dinfer.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_PRICE_HEADER = "x-dinfer-max-price"
+
+
+@dataclass
+class Accepted:
+    """A request that passed every check, before dispatch."""
+
+    kind: Kind
+    body: bytes
+    request: ChatCompletionRequest | CompletionRequest
+    signed: SignedRequest
+    group: GroupView
+    max_tokens: int
+    prompt_tokens_est: int
+    reserve_wei: int
+
+    @property
+    def inference_id(self) -> str:
+        return self.signed.inference_id
+
+    @property
+    def price(self) -> int:
+        return self.group.model.price_per_token
+
+
+@dataclass
+class Outcome:
+    """What the client gets: the first chunk already in hand, the rest to stream, and the headers."""
+
+    upstream: Upstream
+    first: bytes
+    headers: dict[str, str]
+    record: InferenceRecord
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TransferAgent:
+    def __init__(self, *, address: str, settings: NodeSettings, chain: ChainView, store: NodeStore,
+                 writer: ChainWriter, executor: Executor, peers: ExecutorPeer, limiter: RateLimiter) -> None:
+        self.address = address
+        self.settings = settings
+        self.chain = chain
+        self.store = store
+        self.writer = writer
+        self.local = executor
+        self.peers = peers
+        self.limiter = limiter
+        self.reserved: dict[str, int] = {}
+        """Escrow this TA promised for starts not yet on chain, per client (so bursts cannot overspend)."""
+        self.pending_starts: dict[str, asyncio.Future[Any]] = {}
+
+    # ------------------------------------------------------------ admission
+
+    async def admit(self, kind: Kind, body: bytes, headers: dict[str, str]) -> Accepted:
+        ctype = headers.get("content-type", "")
+        if "application/json" not in ctype:
+            raise HTTPError(415, f"content-type must be application/json, got {ctype or 'none'}",
+                            "invalid_request_error")
+        request = parse_request(kind, body)
+        if not request.model:
+            raise InvalidRequest("model is required (see GET /v1/models)")
+        max_tokens = request.max_tokens or self.settings.max_tokens_default
+        if max_tokens > self.settings.max_tokens_limit:
+            raise InvalidRequest(f"max_tokens {max_tokens} is above this node's limit {self.settings.max_tokens_limit}")
+        signed = verify_headers(headers, body, ta_address=self.address, window_s=await self.chain.request_window())
+        wait = self.limiter.acquire(signed.client)
+        if wait > 0:
+            raise HTTPError(429, f"rate limit for {signed.client} exceeded; retry in {wait:.1f} s",
+                            "rate_limit_error", headers={"Retry-After": RateLimiter.retry_after_header(wait)})
+        group = await self.chain.group(request.model)
+        if group is None:
+            raise ModelNotFound(f"model {request.model!r} is not served in the current epoch (see GET /v1/models)")
+        price = group.model.price_per_token
+        cap = headers.get(MAX_PRICE_HEADER)
+        if cap is not None:
+            try:
+                cap_wei = int(cap)
+            except ValueError:
+                raise InvalidRequest(f"{MAX_PRICE_HEADER} must be an integer (wei per token), got {cap!r}") from None
+            if price > cap_wei:
+                raise HTTPError(402, f"price {price} wei/token for {request.model!r} is above your cap {cap_wei}",
+                                "insufficient_quota", code="price_above_cap")
+        est = prompt_tokens_upper_bound(request)
+        reserve = (est + max_tokens) * price
+        available = await self.chain.balance(signed.client) - self.reserved.get(signed.client, 0)
+        if available < reserve:
+            raise HTTPError(
+                402, f"insufficient escrow: this request reserves {reserve} wei ({est} prompt tokens upper bound + "
+                f"{max_tokens} max_tokens at {price} wei/token) but {signed.client} has {max(available, 0)} wei "
+                "available; deposit with `dinfer client deposit` or the SDK's deposit()",
+                "insufficient_quota", code="insufficient_balance",
+            )
+        return Accepted(kind, body, request, signed, group, max_tokens, est, reserve)
+
+    # ------------------------------------------------------------ dispatch
+
+    async def dispatch(self, acc: Accepted) -> Outcome:
+        iid = acc.inference_id
+        if not await self.store.kv_set_if_absent(seen_key(iid), str(int(time.time()))):
+            raise HTTPError(409, f"inference {iid} was already submitted (signed requests are single-use); "
+                            "sign the request again with a new timestamp", "invalid_request_error", code="replay")
+        members, weights = acc.group.group.members, acc.group.group.weights
+        active = acc.group.active
+        max_draws = await self.chain.max_draws()
+        iid_bytes = bytes.fromhex(iid[2:])
+        first, skipped = selection.pick_executor(iid_bytes, weights, active, max_draws)
+        if first is None:
+            raise HTTPError(503, f"no ACTIVE executor for {acc.request.model!r} this epoch; retry later",
+                            "service_unavailable", headers={"Retry-After": "5"})
+        record = InferenceRecord(id=iid, role="ta", model=str(acc.request.model), client=acc.signed.client,
+                                 ta=self.address, executor=members[first], status="RECEIVED",
+                                 skipped=[members[i] for i in skipped], price_per_token=acc.price,
+                                 reserved_wei=acc.reserve_wei)
+        await self.store.put_inference(record)
+        self.reserved[acc.signed.client] = self.reserved.get(acc.signed.client, 0) + acc.reserve_wei
+        start = StartRecord(
+            body_hash=sha256(acc.body), timestamp=acc.signed.timestamp, signature=acc.signed.signature,
+            model_key=model_key(acc.group.model.id), executor=members[first], skipped=tuple(record.skipped),
+            prompt_tokens_est=acc.prompt_tokens_est, max_tokens=acc.max_tokens,
+        )
+        self.pending_starts[iid] = self.writer.queue_start(start)
+
+        candidate: int | None = first
+        attempts: list[dict[str, Any]] = []
+        while candidate is not None and len(attempts) < self.settings.max_attempts:
+            member = members[candidate]
+            began = time.monotonic()
+            try:
+                upstream = await self._open(acc, member, [a["executor"] for a in attempts])
+                first_chunk = await asyncio.wait_for(upstream.first(), timeout=self._first_answer_timeout(acc))
+            except (UpstreamFailed, DinferError, TimeoutError, OSError) as exc:
+                reason = "no first token in time" if isinstance(exc, TimeoutError) else str(exc)
+                attempts.append({"executor": member, "outcome": "failed", "reason": reason[:200],
+                                 "ms": round((time.monotonic() - began) * 1000, 1)})
+                log.warning("inference %s: executor %s failed (%s); trying the next one", iid, member, reason)
+                nxt = selection.next_active_after(iid_bytes, weights, active, candidate, max_draws)
+                if nxt is not None and len(attempts) < self.settings.max_attempts:
+                    self._queue_reassign(iid, member, members[nxt])
+                candidate = nxt
+                continue
+            attempts.append({"executor": member, "outcome": "ok",
+                             "ms": round((time.monotonic() - began) * 1000, 1)})
+            record.executor, record.attempts, record.status = member, attempts, "STREAMING"
+            await self.store.put_inference(record)
+            headers = {
+                "x-dinfer-inference-id": iid,
+                "x-dinfer-executor": member,
+                "x-dinfer-model": f"{acc.group.model.hf_repo}@{acc.group.model.hf_commit}",
+                "x-dinfer-price": str(acc.price),
+                "x-dinfer-attempts": str(len(attempts)),
+                "x-dinfer-epoch": str(acc.group.epoch),
+            }
+            return Outcome(upstream, first_chunk, headers, record, attempts)
+        record.status, record.attempts = "FAILED", attempts
+        record.error = "every executor tried failed"
+        await self.store.put_inference(record)
+        raise HTTPError(503, f"no executor could serve inference {iid} after {len(attempts)} attempt(s): "
+                        + "; ".join(f"{a['executor']}: {a.get('reason', '')}" for a in attempts),
+                        "service_unavailable", headers={"Retry-After": "2"})
+
+    async def _open(self, acc: Accepted, member: str, previous: list[str]) -> Upstream:
+        if member == self.address:
+            ex = Execution(acc.inference_id, acc.kind, acc.body, acc.request, acc.signed.client, self.address,
+                           acc.max_tokens)
+            return Upstream.from_generator(self.local.execute_and_finish(ex))
+        url = await self.chain.host_url(member)
+        return await self.peers.open(url, acc.kind, acc.body, acc.signed, member, previous,
+                                     read_timeout=self._first_answer_timeout(acc))
+
+    def _first_answer_timeout(self, acc: Accepted) -> float:
+        """Streaming: the first token within ``ttft_timeout_s``. Non-streaming: the whole answer is the first chunk."""
+        if acc.request.stream:
+            return self.settings.ttft_timeout_s
+        return self.settings.ttft_timeout_s + acc.max_tokens * self.settings.decode_timeout_per_token_s
+
+    def _queue_reassign(self, iid: str, failed: str, nxt: str) -> None:
+        """Reassign after the start is on chain (same sender: the start must not be overtaken)."""
+        start = self.pending_starts.get(iid)
+        record = ReassignRecord(bytes.fromhex(iid[2:]), failed, nxt)
+
+        async def after_start() -> None:
+            if start is not None:
+                try:
+                    await start
+                except Exception as exc:
+                    log.warning("not reassigning %s: its start failed (%s)", iid, exc)
+                    return
+            try:
+                await self.writer.queue_reassign(record)
+            except Exception as exc:
+                log.warning("reassign of %s failed: %s", iid, exc)
+
+        asyncio.get_running_loop().create_task(after_start())
+
+    # ------------------------------------------------------------ relaying to the client
+
+    async def relay(self, acc: Accepted, out: Outcome) -> AsyncIterator[bytes]:
+        """Stream the executor's answer to the client; usage chunks only when asked; a clean end on failure."""
+        record = out.record
+        usage: dict[str, Any] = {}
+        try:
+            if acc.request.stream:
+                async for event in sse.events(prepend(out.first, out.upstream.rest())):
+                    data = event.data
+                    if isinstance(data, dict) and data.get("usage"):
+                        usage = data["usage"]
+                        if not data.get("choices") and not acc.request.include_usage:
+                            continue
+                    yield event.raw
+            else:
+                raw = out.first + b"".join([c async for c in out.upstream.rest()])
+                usage = (orjson.loads(raw).get("usage") or {}) if raw else {}
+                yield raw
+        except (UpstreamFailed, DinferError, OSError, TimeoutError) as exc:
+            record.status, record.error = "FAILED", f"executor failed mid-stream: {exc}"
+            log.warning("inference %s: executor failed after the first token: %s", acc.inference_id, exc)
+            yield sse.encode({"error": {"message": "the executor failed mid-answer; the partial answer is not "
+                                        "charged (the inference expires and is refunded)", "type": "executor_error"}})
+            yield sse.DONE
+        else:
+            record.status = "COMPLETED"
+        finally:
+            await out.upstream.close()
+            record.prompt_tokens = int(usage.get("prompt_tokens", 0))
+            record.completion_tokens = int(usage.get("completion_tokens", 0))
+            record.cost_wei = (record.prompt_tokens + record.completion_tokens) * acc.price
+            fresh = await self.store.get_inference(record.id)
+            if fresh is not None:  # keep what the chain writer recorded meanwhile
+                record.txs = {**fresh.txs, **record.txs}
+                if fresh.status == "REJECTED":
+                    record.status, record.error = fresh.status, fresh.error
+            await self.store.put_inference(record)
+
+    async def on_chain_outcome(self, kind: str, iid: str, outcome: str, detail: str) -> None:
+        """Chain writer callback: tx hashes and refusals into the local record (the chain stays authoritative)."""
+        record = await self.store.get_inference(iid)
+        if kind == "start":
+            self.pending_starts.pop(iid, None)
+            if record is not None:
+                self._release(record)
+        if record is None:
+            return
+        if outcome in ("applied", "duplicate"):
+            record.txs[kind] = detail
+        else:
+            record.error = f"{kind} {outcome}: {detail}"
+            if kind == "start":
+                record.status = "REJECTED"
+        await self.store.put_inference(record)
+
+    def _release(self, record: InferenceRecord) -> None:
+        """The start landed (or was refused): the chain now holds the reservation, not this TA."""
+        left = self.reserved.get(record.client, 0) - record.reserved_wei
+        if left > 0:
+            self.reserved[record.client] = left
+        else:
+            self.reserved.pop(record.client, None)
