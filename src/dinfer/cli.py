@@ -28,6 +28,8 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.chain.cli", "host_app", "host"),
     ("dinfer.mlnode.cli", "app", "mlnode"),
     ("dinfer.node.cli", "app", "node"),
+    ("dinfer.client_cli", "chat", "chat"),
+    ("dinfer.client_cli", "client_app", "client"),
 ]
 
 

@@ -243,6 +243,10 @@ class DevnetSettings(_Frozen):
     host_collateral_wei: int = Field(10**18, ge=1)
     demo_deposit_wei: int = Field(10**19, ge=0)
     """Escrow deposited for the demo client so `dinfer chat` works at once."""
+    host_rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000)
+    """``node.rate_limit_per_minute`` of every devnet host."""
+    host_max_attempts: int = Field(3, ge=1, le=16)
+    """``node.max_attempts`` of every devnet host."""
 
 
 class Settings(BaseSettings):

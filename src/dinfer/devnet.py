@@ -197,6 +197,7 @@ class Devnet:
             f'[chain]\nrpc_urls = ["{self.anvil.url}"]\ndeployment_file = "{deployment_path}"\n\n'
             f'[node]\npublic_port = {public_port}\nadmin_port = {admin_port}\npublic_url = "{host.url}"\n'
             f'data_dir = "{host.data_dir}"\nbatch_max_delay_s = {max(0.2, s.block_time_s)}\n'
+            f"rate_limit_per_minute = {s.host_rate_limit_per_minute}\nmax_attempts = {s.host_max_attempts}\n"
         )
         self.on_event(f"host{i}: starting host node on port {public_port}")
         await self.supervisor.start(ManagedProcess(

@@ -1,0 +1,122 @@
+"""A real devnet (anvil + host-node processes + ML-node processes) run on a background event loop, so that
+session-scoped fixtures and synchronous tests can share it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from dinfer import selection
+from dinfer.auth import sign_headers
+from dinfer.chain.anvil import free_port
+from dinfer.config import DevnetSettings
+from dinfer.crypto import Keypair, inference_id
+from dinfer.devnet import Devnet, DevnetInfo
+
+T = TypeVar("T")
+TINY = "dinfer/tiny-random-llama"
+
+
+class BackgroundDevnet:
+    """``Devnet`` on its own thread + loop; ``run(coro)`` executes a coroutine there."""
+
+    def __init__(self, settings: DevnetSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="devnet-loop")
+        self.events: list[str] = []
+        self.net = Devnet(settings, on_event=self.events.append)
+
+    def start(self) -> DevnetInfo:
+        self.thread.start()
+        return self.run(self.net.start(), timeout=600)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.run(self.net.stop(), timeout=120)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    @property
+    def info(self) -> DevnetInfo:
+        assert self.net.info is not None
+        return self.net.info
+
+    def host(self, i: int) -> dict[str, Any]:
+        return self.info.hosts[i]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a supervised process and keep it down (no restart)."""
+        proc = self.net.supervisor.processes[name]
+        proc.restart = False
+        proc.kill()
+
+    def revive(self, name: str) -> None:
+        """Start a killed process again and wait until it is ready."""
+        proc = self.net.supervisor.processes[name]
+
+        async def again() -> None:
+            proc.spawn()
+            await self.net.supervisor._wait_ready(proc, 120)
+            proc.restart = True
+
+        self.run(again(), timeout=180)
+
+
+def make_settings(tmp: Path, model_path: Path, hosts: int = 3, **extra: Any) -> DevnetSettings:
+    base = free_port()
+    while base > 60000 or base < 20000:
+        base = free_port()
+    return DevnetSettings(hosts=hosts, anvil_port=free_port(), base_port=base - base % 10, block_time_s=0.5,
+                          state_dir=tmp, model=TINY, model_path=model_path, **extra)
+
+
+def signed_chat(key: str, ta: str, content: str = "hello", *, max_tokens: int = 8, stream: bool = False,
+                timestamp: int | None = None, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"model": TINY, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+                       "stream": stream, **fields}).encode()
+    headers = {**sign_headers(body, key, ta, timestamp=timestamp), "content-type": "application/json"}
+    return body, headers
+
+
+def order_of(headers: dict[str, str], group: dict[str, Any], max_draws: int = 32) -> list[str]:
+    """The executor order (addresses) a signed request will get."""
+    iid = inference_id(bytes.fromhex(headers["x-dinfer-signature"][2:]))
+    return [group["members"][i] for i in selection.executor_order(iid, group["weights"], max_draws)]
+
+
+def request_with_first(key: str, ta: str, group: dict[str, Any], first: str, **kw: Any) -> tuple[bytes, dict[str, str]]:
+    """A signed request whose executor order starts with ``first`` (varies the prompt until it does)."""
+    for n in range(500):
+        body, headers = signed_chat(key, ta, f"hello {n}", **kw)
+        if order_of(headers, group)[0] == first:
+            return body, headers
+    raise AssertionError(f"no request drawn {first} first in 500 tries")
+
+
+def wait_status(base: str, iid: str, want: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{base}/v1/inference/{iid}", timeout=10)
+        if r.status_code == 200:
+            last = r.json()
+            if last.get("status") == want:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"inference {iid} not {want} within {timeout}s; last: {last}")
+
+
+def fresh_client() -> Keypair:
+    return Keypair.generate()
