@@ -120,3 +120,16 @@ def wait_status(base: str, iid: str, want: str, timeout: float = 60) -> dict[str
 
 def fresh_client() -> Keypair:
     return Keypair.generate()
+
+
+def restart_with_env(net: BackgroundDevnet, name: str, env: dict[str, str]) -> None:
+    """Restart a supervised process with extra environment (e.g. a setting override) and wait until ready."""
+    proc = net.net.supervisor.processes[name]
+    proc.restart = False
+    proc.terminate()
+    proc.env = {**proc.env, **env}
+    net.revive(name)
+
+
+def log_of(net: BackgroundDevnet, name: str) -> str:
+    return net.net.supervisor.processes[name].log_path.read_text(errors="replace")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from dinfer.node.runtime import NodeRuntime
 
 router = APIRouter(prefix="/admin")
+MLNODE_KEY = "mlnode/{}"
+"""SQLite KV key of a registered ML node: a restarted host node gets its ML nodes back."""
 
 
 class RegisterMLNode(BaseModel):
@@ -72,6 +74,7 @@ async def register_node(spec: RegisterMLNode, request: Request) -> dict[str, Any
         rt.broker.remove(spec.node_id)
         raise HTTPError(502, f"ML node {spec.node_id} at {spec.url} could not be prepared: {exc}",
                         "mlnode_error") from None
+    await rt.store.kv_set(MLNODE_KEY.format(spec.node_id), spec.model_dump_json())
     return {"node": entry.as_dict(), "tx": tx}
 
 
@@ -79,6 +82,16 @@ def _known(rt: NodeRuntime, node_id: str) -> str:
     if not any(n.node_id == node_id for n in rt.broker.nodes()):
         raise HTTPError(404, f"no ML node {node_id!r} on this host (see GET /admin/mlnodes)", "not_found")
     return node_id
+
+
+async def restore_nodes(rt: NodeRuntime) -> int:
+    """Re-add the ML nodes registered before a restart (no reload, no chain transaction)."""
+    saved = await rt.store.kv_prefix(MLNODE_KEY.format(""))
+    for raw in saved.values():
+        spec = RegisterMLNode.model_validate_json(raw)
+        if not any(n.node_id == spec.node_id for n in rt.broker.nodes()):
+            rt.broker.add(spec.node_id, spec.url, spec.version)
+    return len(saved)
 
 
 @router.post("/mlnodes/{node_id}/enable")
@@ -97,6 +110,7 @@ async def disable(node_id: str, request: Request) -> dict[str, Any]:
 async def remove(node_id: str, request: Request) -> dict[str, Any]:
     rt = _rt(request)
     rt.broker.remove(_known(rt, node_id))
+    await rt.store.kv_delete(MLNODE_KEY.format(node_id))
     receipt = await rt.registry.submit_hardware_diff([], [node_id])
     return {"removed": node_id, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}
 

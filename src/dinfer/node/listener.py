@@ -8,24 +8,29 @@ WARN the reference network logs, fetch the client's signed request from the TA, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import httpx
 import orjson
 
-from dinfer.auth import H_TA, verify_headers
+from dinfer.auth import H_TA, AuthError, verify_headers
 from dinfer.chain.events import ChainEvent
 from dinfer.crypto import sign_digest_eip191
+from dinfer.errors import NodeError
 from dinfer.node.chain_view import ChainView
 from dinfer.node.executor import Execution, Executor, Kind
 from dinfer.node.remote import ExecutorPeer
 from dinfer.node.store import NodeStore, seen_key
 from dinfer.openai_types import parse_request
+from dinfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 WARN_TEXT = "StartInference arrived before HTTP"
+CHAIN_FIRST = "chain-first"
+"""Marker value of an inference this host took from the chain record (a retry may continue it)."""
 
 
 def fetch_digest(inference_id: str, timestamp: int) -> bytes:
@@ -39,6 +44,8 @@ class Listener:
     def __init__(self, address: str, store: NodeStore, chain: ChainView, executor: Executor, peers: ExecutorPeer,
                  http: httpx.AsyncClient, *, max_tokens_default: int = 256) -> None:
         self.max_tokens_default = max_tokens_default
+        self.retry = RetryPolicy(min_backoff=0.5, max_backoff=5.0, max_retries=20)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.address = address
         self.store = store
         self.chain = chain
@@ -59,15 +66,41 @@ class Listener:
             return
         log.warning("%s: inference %s (TA %s) — executing from the chain record", WARN_TEXT, iid, ta)
         self.chain_first += 1
+        # In the background with retries: one slow reconciliation must not hold up the event stream.
+        task = asyncio.get_running_loop().create_task(self._reconcile(iid, ta), name=f"chain-first-{iid[:10]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile(self, iid: str, ta: str) -> None:
+        for delay in [0.0, *self.retry.delays()]:
+            await asyncio.sleep(delay)
+            try:
+                await self._execute(iid, ta)
+                return
+            except (NodeError, httpx.HTTPError) as exc:
+                log.warning("chain-first execution of %s not possible yet: %s", iid, exc)
+        log.error("giving up the chain-first execution of %s", iid)
+
+    async def _execute(self, iid: str, ta: str) -> None:
+        mark = await self.store.kv_get(seen_key(iid))
+        if mark is not None and mark != CHAIN_FIRST:
+            return  # the HTTP path owns it
         try:
             body, headers = await self._fetch_request(iid, ta)
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            log.error("cannot fetch the request of %s from TA %s: %s", iid, ta, exc)
+        except httpx.HTTPStatusError as exc:
+            log.error("TA %s refused the request of %s: %s", ta, iid, exc.response.text[:200])
             return
-        if not await self.store.kv_set_if_absent(seen_key(iid), "chain-first"):
+        except (ValueError, KeyError) as exc:
+            log.error("TA %s returned a malformed request for %s: %s", ta, iid, exc)
+            return
+        if mark is None and not await self.store.kv_set_if_absent(seen_key(iid), CHAIN_FIRST):
             return  # the HTTP request arrived while we were fetching
         # The contract already checked the timestamp window when it accepted the start: no window here.
-        signed = verify_headers(headers, body, ta_address=headers.get(H_TA, ta), window_s=10**9)
+        try:
+            signed = verify_headers(headers, body, ta_address=headers.get(H_TA, ta), window_s=10**9)
+        except AuthError as exc:
+            log.error("TA %s returned a request for %s with a bad signature: %s", ta, iid, exc)
+            return
         if signed.inference_id != iid:
             log.error("TA %s returned a request whose signature is not inference %s", ta, iid)
             return
@@ -77,6 +110,11 @@ class Listener:
         ex = Execution(iid, kind, body, req, signed.client, signed.ta, req.max_tokens or self.max_tokens_default)
         async for _ in self.executor.execute_and_finish(ex):
             pass
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _fetch_request(self, iid: str, ta: str) -> tuple[bytes, dict[str, str]]:
         url = await self.chain.host_url(ta)

@@ -27,6 +27,7 @@ from dinfer.config import Settings
 from dinfer.crypto import Keypair
 from dinfer.errors import ConfigError
 from dinfer.http_errors import HTTPError
+from dinfer.node.admin_api import restore_nodes
 from dinfer.node.broker import Broker
 from dinfer.node.chain_view import ChainView
 from dinfer.node.chain_writer import ChainWriter
@@ -109,13 +110,14 @@ class NodeRuntime:
                              start_block=deployment.block, confirmations=settings.chain.confirmations)
         rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
                  broker, executor, ta, listener)
+        restored = await restore_nodes(rt)
         await broker.poll_once()
         rt._tasks = [
             asyncio.create_task(broker.run(rt._stop), name="broker-poll"),
             asyncio.create_task(poller.run(rt._stop), name="listener"),
         ]
-        log.info("host node %s started (dinfer %s, chain %d, Registry %s)", keypair.address, __version__,
-                 chain_id, deployment.address("Registry"))
+        log.info("host node %s started (dinfer %s, chain %d, Registry %s, %d ML node(s) restored)", keypair.address,
+                 __version__, chain_id, deployment.address("Registry"), restored)
         return rt
 
     async def stop(self) -> None:
@@ -125,6 +127,7 @@ class NodeRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.listener.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.drain(timeout=5.0), timeout=15.0)
         await self.writer.close()

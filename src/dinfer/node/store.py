@@ -136,6 +136,17 @@ class NodeStore:
         await self._db.commit()
         return cur.rowcount == 1
 
+    async def kv_delete(self, key: str) -> None:
+        await self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        await self._db.commit()
+
+    async def kv_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key starting with ``prefix`` (e.g. ``mlnode/``) and its value."""
+        async with self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                                    (prefix, prefix + "\uffff")) as cur:
+            rows = await cur.fetchall()
+        return {str(k): str(v) for k, v in rows}
+
     # ------------------------------------------------------------ inferences
 
     async def put_inference(self, record: InferenceRecord) -> None:
