@@ -103,6 +103,16 @@ def test_remote_executor_gets_paid(network: BackgroundDevnet) -> None:
     assert done["executor"] == host2["address"]
 
 
+def test_metrics_after_traffic(network: BackgroundDevnet) -> None:
+    text = httpx.get(f"{network.host(0)['url']}/metrics").text
+    for series in ("dinfer_node_requests_total", "dinfer_node_executor_attempts_total", "dinfer_node_tokens_total",
+                   "dinfer_node_tx_queue_depth", "dinfer_node_rpc_connections_healthy", "dinfer_node_mlnodes",
+                   "dinfer_node_chain_records_total"):
+        assert series in text, series
+    assert 'dinfer_node_requests_total{route="chat",status="200"}' in text
+    assert 'dinfer_node_mlnodes{state="INFERENCE"} 1.0' in text
+
+
 def test_models_and_identity(network: BackgroundDevnet) -> None:
     base = network.host(0)["url"]
     models = httpx.get(f"{base}/v1/models").json()["data"]

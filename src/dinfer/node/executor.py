@@ -19,6 +19,7 @@ from dinfer.chain.contracts.inference import FinishRecord
 from dinfer.errors import EngineFailed, NotServing
 from dinfer.node.broker import Broker
 from dinfer.node.chain_writer import ChainWriter
+from dinfer.node.metrics import NodeMetrics
 from dinfer.node.store import InferenceRecord, NodeStore
 from dinfer.openai_types import ChatCompletionRequest, CompletionRequest
 
@@ -47,6 +48,8 @@ class Execution:
     node_id: str = ""
     started: float = 0.0
     first_token_s: float | None = None
+    path: str = "http"
+    """How the work arrived: ``http`` (from a TA) or ``chain-first`` (from the chain record)."""
 
     def engine_body(self) -> bytes:
         """What the ML node gets: the client's request with dinfer's bounds and (when streaming) usage on."""
@@ -73,7 +76,8 @@ class Executor:
     """Runs executions on the broker's ML nodes and records them."""
 
     def __init__(self, broker: Broker, store: NodeStore, writer: ChainWriter, *, address: str,
-                 ttft_timeout: float) -> None:
+                 ttft_timeout: float, metrics: NodeMetrics | None = None) -> None:
+        self.metrics = metrics
         self.broker = broker
         self.store = store
         self.writer = writer
@@ -149,6 +153,8 @@ class Executor:
         record.executor = self.address
         record.prompt_tokens, record.completion_tokens = ex.prompt_tokens, ex.completion_tokens
         await self.store.put_inference(record)
+        if self.metrics is not None:
+            self.metrics.executions.labels(path=ex.path).inc()
         self.writer.queue_finish(FinishRecord(bytes.fromhex(ex.inference_id[2:]), ex.prompt_tokens,
                                               ex.completion_tokens, ex.response_hash))
         log.info("executed %s on %s: %d+%d tokens", ex.inference_id, ex.node_id, ex.prompt_tokens,

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
 from dinfer.chain.contracts.epochs import model_key
 from dinfer.crypto import checksum, recover_digest_eip191
-from dinfer.errors import CryptoError, TxReverted
-from dinfer.http_errors import HTTPError, JSONBytesResponse
+from dinfer.errors import CryptoError, DinferError, TxReverted
+from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
 
@@ -40,6 +41,17 @@ async def completions(request: Request) -> Response:
 
 async def _serve(request: Request, kind: Kind) -> Response:
     rt = _rt(request)
+    route = "chat" if kind == "chat" else "completions"
+    try:
+        response = await _answer(rt, request, kind)
+    except DinferError as exc:
+        rt.metrics.requests.labels(route=route, status=str(classify(exc)[0])).inc()
+        raise
+    rt.metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+    return response
+
+
+async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     body = await rt.read_body(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
     acc = await rt.ta.admit(kind, body, headers)
@@ -128,6 +140,11 @@ async def fetch_request(inference_id: str, request: Request) -> JSONBytesRespons
     if stored is None:
         raise HTTPError(404, f"this TA holds no request {inference_id}", "not_found")
     return JSONBytesResponse(orjson.loads(stored))
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(_rt(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/identity")

@@ -33,6 +33,7 @@ from dinfer.node.chain_view import ChainView
 from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Executor
 from dinfer.node.listener import Listener
+from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer
 from dinfer.node.store import NodeStore
 from dinfer.node.ta import TransferAgent
@@ -59,6 +60,7 @@ class NodeRuntime:
     executor: Executor
     ta: TransferAgent
     listener: Listener
+    metrics: NodeMetrics
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -91,17 +93,20 @@ class NodeRuntime:
         chain = ChainView(registry, epochs, inference)
         broker = Broker(http)
         limiter = RateLimiter(per_minute=node.rate_limit_per_minute)
+        metrics = NodeMetrics()
         rt_holder: dict[str, TransferAgent] = {}
 
         async def on_outcome(kind: str, iid: str, outcome: str, detail: str) -> None:
+            metrics.chain_records.labels(kind=kind, outcome=outcome).inc()
             await rt_holder["ta"].on_chain_outcome(kind, iid, outcome, detail)
 
         writer = ChainWriter(inference, max_records=node.batch_max_records, max_delay=node.batch_max_delay_s,
                              on_outcome=on_outcome)
-        executor = Executor(broker, store, writer, address=keypair.address, ttft_timeout=node.ttft_timeout_s)
+        executor = Executor(broker, store, writer, address=keypair.address, ttft_timeout=node.ttft_timeout_s,
+                            metrics=metrics)
         peers = ExecutorPeer(http, keypair.private_key)
         ta = TransferAgent(address=keypair.address, settings=node, chain=chain, store=store, writer=writer,
-                           executor=executor, peers=peers, limiter=limiter)
+                           executor=executor, peers=peers, limiter=limiter, metrics=metrics)
         rt_holder["ta"] = ta
         cursor = SqliteCursorStore(Path(node.data_dir) / "node.sqlite")
         listener = Listener(keypair.address, store, chain, executor, peers, http,
@@ -109,7 +114,11 @@ class NodeRuntime:
         poller = EventPoller(w3, [inference.contract], cursor, "inference", listener.handle,
                              start_block=deployment.block, confirmations=settings.chain.confirmations)
         rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
-                 broker, executor, ta, listener)
+                 broker, executor, ta, listener, metrics)
+        pool = w3.provider
+        metrics.bind(queue_depth=lambda: writer.depth,
+                     rpc_stats=lambda: (pool.stats().healthy, pool.stats().failures),  # type: ignore[attr-defined]
+                     mlnode_states=lambda: [n.state for n in broker.nodes()])
         restored = await restore_nodes(rt)
         await broker.poll_once()
         rt._tasks = [

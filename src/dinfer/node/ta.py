@@ -29,6 +29,7 @@ from dinfer.http_errors import HTTPError
 from dinfer.node.chain_view import ChainView, GroupView
 from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Execution, Executor, Kind
+from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer, Upstream, UpstreamFailed, prepend
 from dinfer.node.store import InferenceRecord, NodeStore, seen_key
 from dinfer.openai_types import ChatCompletionRequest, CompletionRequest, parse_request, prompt_tokens_upper_bound
@@ -51,6 +52,7 @@ class Accepted:
     max_tokens: int
     prompt_tokens_est: int
     reserve_wei: int
+    received: float = field(default_factory=time.monotonic)
 
     @property
     def inference_id(self) -> str:
@@ -74,7 +76,9 @@ class Outcome:
 
 class TransferAgent:
     def __init__(self, *, address: str, settings: NodeSettings, chain: ChainView, store: NodeStore,
-                 writer: ChainWriter, executor: Executor, peers: ExecutorPeer, limiter: RateLimiter) -> None:
+                 writer: ChainWriter, executor: Executor, peers: ExecutorPeer, limiter: RateLimiter,
+                 metrics: NodeMetrics) -> None:
+        self.metrics = metrics
         self.address = address
         self.settings = settings
         self.chain = chain
@@ -170,6 +174,7 @@ class TransferAgent:
                 reason = "no first token in time" if isinstance(exc, TimeoutError) else str(exc)
                 attempts.append({"executor": member, "outcome": "failed", "reason": reason[:200],
                                  "ms": round((time.monotonic() - began) * 1000, 1)})
+                self.metrics.attempts.labels(outcome="failed").inc()
                 log.warning("inference %s: executor %s failed (%s); trying the next one", iid, member, reason)
                 nxt = selection.next_active_after(iid_bytes, weights, active, candidate, max_draws)
                 if nxt is not None and len(attempts) < self.settings.max_attempts:
@@ -178,6 +183,10 @@ class TransferAgent:
                 continue
             attempts.append({"executor": member, "outcome": "ok",
                              "ms": round((time.monotonic() - began) * 1000, 1)})
+            self.metrics.attempts.labels(outcome="ok").inc()
+            self.metrics.latency.observe(time.monotonic() - acc.received)
+            if len(attempts) > 1:
+                self.metrics.fallbacks.inc()
             record.executor, record.attempts, record.status = member, attempts, "STREAMING"
             await self.store.put_inference(record)
             headers = {
@@ -261,6 +270,8 @@ class TransferAgent:
             await out.upstream.close()
             record.prompt_tokens = int(usage.get("prompt_tokens", 0))
             record.completion_tokens = int(usage.get("completion_tokens", 0))
+            self.metrics.tokens.labels(kind="prompt").inc(record.prompt_tokens)
+            self.metrics.tokens.labels(kind="completion").inc(record.completion_tokens)
             record.cost_wei = (record.prompt_tokens + record.completion_tokens) * acc.price
             fresh = await self.store.get_inference(record.id)
             if fresh is not None:  # keep what the chain writer recorded meanwhile
