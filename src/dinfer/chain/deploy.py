@@ -65,6 +65,14 @@ class Deployment:
             raise ConfigError(f"deployment file {path} is not valid: {exc}") from None
 
 
+async def deploy_sessions(w3: AsyncWeb3, sender: TxSender, registry_address: str) -> AsyncContract:
+    """Sessions.vy reading parameters, models, hosts and the treasury from the Registry at ``registry_address``.
+
+    Sessions never slashes, so it is not registered as a Registry slasher.
+    """
+    return await deploy_contract(w3, sender, "Sessions", AsyncWeb3.to_checksum_address(registry_address))
+
+
 def registry_constructor_args(genesis: Genesis, treasury: str) -> tuple[Any, ...]:
     params = genesis.params
     return (params.values(), ProtocolParams.minima(), ProtocolParams.maxima(), genesis.mlnode_version, treasury)
@@ -73,7 +81,7 @@ def registry_constructor_args(genesis: Genesis, treasury: str) -> tuple[Any, ...
 async def deploy_network(
     w3: AsyncWeb3, sender: TxSender, genesis: Genesis, *, treasury: str | None = None
 ) -> Deployment:
-    """Deploy the Registry (genesis parameters and models), then Epochs and Inference wired to it."""
+    """Deploy the Registry (genesis parameters and models), then Epochs, Inference and Sessions wired to it."""
     # Imported here: the ledger module deploys through deploy_contract above (import cycle otherwise).
     from dinfer.chain.contracts.inference import deploy_ledger
     from dinfer.chain.contracts.registry import RegistryClient
@@ -84,7 +92,11 @@ async def deploy_network(
     for p in pendings:
         await p.wait()
     epochs, inference = await deploy_ledger(w3, sender, RegistryClient(registry, sender))
-    addresses = {"Registry": registry.address, "Epochs": epochs.address, "Inference": inference.address}
+    sessions = await deploy_sessions(w3, sender, registry.address)
+    addresses = {
+        "Registry": registry.address, "Epochs": epochs.address, "Inference": inference.address,
+        "Sessions": sessions.address,
+    }
     return Deployment(
         chain_id=await w3.eth.chain_id,
         deployer=sender.address,

@@ -29,7 +29,9 @@ def reason_from_data(data: bytes | str | None) -> str | None:
 
 def reason_from_message(message: str) -> str:
     text = _PREFIX.sub("", message.strip()).strip().strip("'\"")
-    return text or "Reverted"
+    if text in ("", "b", "0x"):  # a revert without data (e.g. a reentrancy lock) renders as str(b'')
+        return "Reverted"
+    return text
 
 
 
