@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.fixtures import tiny_gguf_path  # noqa: E402
-from tests.fixtures.processes import mlnode_process, nginx_process, render_nginx_template  # noqa: E402
-from tests.fixtures.servers import free_port  # noqa: E402
+from tests.fixtures import tiny_gguf_path
+from tests.fixtures.processes import mlnode_process, nginx_process, render_nginx_template
+from tests.fixtures.servers import free_port
 
 __all__ = ["tiny_gguf_path"]
 OLD, NEW = "v0.3.9", "v0.3.10"

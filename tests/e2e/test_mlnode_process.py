@@ -11,13 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.fixtures import tiny_gguf_path  # noqa: E402
-from tests.fixtures.servers import free_port  # noqa: E402
+from tests.fixtures import tiny_gguf_path
+from tests.fixtures.servers import free_port
 
 __all__ = ["tiny_gguf_path"]
 pytestmark = pytest.mark.e2e

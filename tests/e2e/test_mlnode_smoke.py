@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from tests.fixtures.processes import mlnode_process
+from tests.fixtures.servers import free_port
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.fixtures.processes import mlnode_process  # noqa: E402
-from tests.fixtures.servers import free_port  # noqa: E402
-
-from dinfer.mlnode.models import SMOLLM2_ID  # noqa: E402
+from dinfer.mlnode.models import SMOLLM2_ID
 
 pytestmark = pytest.mark.e2e
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]}

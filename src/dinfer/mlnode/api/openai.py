@@ -1,0 +1,171 @@
+"""OpenAI-compatible inference routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+
+Every request is admitted through the loaded model's ``EnginePool`` (bounded queue → 503 + Retry-After), streamed
+from the engine through a ``TokenMeter`` (own token count, ``max_tokens`` enforced), and answered either as SSE —
+with the final usage chunk when ``stream_options.include_usage`` is set — or as one aggregated JSON object.
+The first chunk is awaited before the response starts, so engine refusals still map to proper HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from dinfer.config import format_validation_error
+from dinfer.errors import DinferError, InvalidRequest
+from dinfer.mlnode.api.errors import status_of
+from dinfer.mlnode.api.responses import JSONBytesResponse
+from dinfer.mlnode.api.state import AppState, get_state
+from dinfer.mlnode.engines.base import Kind
+from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
+from dinfer.mlnode.pool import Lease
+from dinfer.mlnode.schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
+
+router = APIRouter()
+State = Annotated[AppState, Depends(get_state)]
+R = TypeVar("R", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[R]) -> R:
+    raw = await request.body()
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid request: {format_validation_error(exc)}") from None
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request, st: State) -> JSONBytesResponse | StreamingResponse:
+    return await _serve(st, "chat", request, ChatCompletionRequest)
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(request: Request, st: State) -> JSONBytesResponse | StreamingResponse:
+    return await _serve(st, "completion", request, CompletionRequest)
+
+
+@router.get("/v1/models")
+async def models(st: State) -> dict[str, Any]:
+    pool = st.manager.pool if st.manager.state.value == "INFERENCE" else None
+    data = [{"id": pool.model_id, "object": "model", "owned_by": st.settings.node_id}] if pool else []
+    return {"object": "list", "data": data}
+
+
+@dataclass
+class _Admitted:
+    """A validated request holding a place on an engine."""
+
+    req: _OpenAIRequest
+    body: dict[str, Any]
+    max_tokens: int
+    lease: Lease
+    prompt_tokens: int
+
+
+async def _admit(st: AppState, kind: Kind, request: Request, schema: type[_OpenAIRequest]) -> _Admitted:
+    """Parse and check the request, wait for an engine, count the prompt. Every refusal is a ``DinferError``."""
+    req = await _parse(request, schema)
+    max_tokens = req.max_tokens or st.settings.max_tokens_default
+    if max_tokens > st.settings.max_tokens_limit:
+        raise InvalidRequest(f"max_tokens {max_tokens} exceeds this ML node's limit {st.settings.max_tokens_limit}")
+    body = req.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
+    body["max_tokens"] = max_tokens
+    if kind == "chat" and body.get("logprobs") and "top_logprobs" not in body:
+        body["top_logprobs"] = 0  # OpenAI: logprobs alone means per-token logprobs; llama.cpp needs the field
+    lease = await st.manager.pool_for(req.model).acquire()
+    engine = lease.engine
+    try:
+        prompt_tokens = await engine.count_prompt_tokens(kind, body)
+        if engine.context_window and prompt_tokens >= engine.context_window:
+            raise InvalidRequest(
+                f"prompt has {prompt_tokens} tokens; the context window of {engine.model_id!r} is "
+                f"{engine.context_window}"
+            )
+    except BaseException:
+        lease.release()
+        raise
+    return _Admitted(req, body, max_tokens, lease, prompt_tokens)
+
+
+async def _serve(
+    st: AppState, kind: Kind, request: Request, schema: type[_OpenAIRequest]
+) -> JSONBytesResponse | StreamingResponse:
+    route = "chat" if kind == "chat" else "completions"
+
+    def count_error(exc: DinferError) -> None:
+        st.metrics.requests.labels(route=route, status=str(status_of(exc)[0])).inc()
+
+    try:
+        adm = await _admit(st, kind, request, schema)
+    except DinferError as exc:
+        count_error(exc)
+        raise
+    engine, lease = adm.lease.engine, adm.lease
+    if not adm.req.stream:
+        try:
+            result = await aggregate(engine, kind, adm.body, adm.max_tokens, adm.prompt_tokens)
+        except DinferError as exc:
+            count_error(exc)
+            raise
+        finally:
+            lease.release()
+        usage = result["usage"]
+        st.metrics.tokens.labels(kind="prompt").inc(usage["prompt_tokens"])
+        st.metrics.tokens.labels(kind="completion").inc(usage["completion_tokens"])
+        st.metrics.requests.labels(route=route, status="200").inc()
+        return JSONBytesResponse(result)
+
+    meter = TokenMeter(kind, adm.max_tokens)
+    gen = metered_stream(engine, kind, adm.body, meter)
+    try:
+        first = await anext(gen)  # before the headers: an engine refusal still becomes an HTTP status
+    except BaseException as exc:
+        await gen.aclose()
+        lease.release()
+        if isinstance(exc, DinferError):
+            count_error(exc)
+        raise
+
+    async def events() -> AsyncIterator[bytes]:
+        status = "200"
+        try:
+            yield _sse(first)
+            async for chunk in gen:
+                yield _sse(chunk)
+            if adm.req.include_usage:
+                yield _sse(usage_chunk(first, Usage(adm.prompt_tokens, meter.completion_tokens)))
+            yield b"data: [DONE]\n\n"
+        except DinferError as exc:  # headers are gone: report in-band, as OpenAI does
+            code, err_type, _ = status_of(exc)
+            status = str(code)
+            yield _sse({"error": {"message": str(exc), "type": err_type, "code": code}})
+        finally:
+            await gen.aclose()
+            lease.release()
+            _record_stream(st, route, status, meter, adm.prompt_tokens)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _record_stream(st: AppState, route: str, status: str, meter: TokenMeter, prompt_tokens: int) -> None:
+    st.metrics.requests.labels(route=route, status=status).inc()
+    st.metrics.tokens.labels(kind="prompt").inc(prompt_tokens)
+    st.metrics.tokens.labels(kind="completion").inc(meter.completion_tokens)
+    if meter.ttft_s is not None:
+        st.metrics.ttft.observe(meter.ttft_s)
