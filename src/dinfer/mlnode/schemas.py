@@ -1,11 +1,13 @@
-"""Wire types of the ML node API (pydantic). Field names follow Gonka's mlnode where one exists."""
+"""Wire types of the ML node API (pydantic). Field names follow Gonka's mlnode where one exists.
+
+The OpenAI request shapes are shared with the host node (``dinfer.openai_types``).
+"""
 
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 HEX32 = r"^(0x)?[0-9a-fA-F]{64}$"
 
@@ -107,41 +109,3 @@ class PowValidateRequest(_PoCCommon):
         if any(n < 0 or n >= 2**63 for n in self.nonces):
             raise ValueError("nonces must be in [0, 2**63)")
         return self
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: str = Field(min_length=1, max_length=64)
-    content: str | list[Any] | None = None
-
-
-class _OpenAIRequest(BaseModel):
-    """Fields the ML node reads or checks; anything else goes to the engine unchanged."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    stream: StrictBool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = None
-    n: int | None = Field(None, ge=1, le=1)
-    stop: str | list[str] | None = None
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
-
-
-class ChatCompletionRequest(_OpenAIRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    logprobs: StrictBool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-
-
-class CompletionRequest(_OpenAIRequest):
-    prompt: str
-    logprobs: int | None = Field(None, ge=0, le=20)

@@ -55,3 +55,13 @@ def test_model_resolution(tmp_path: Path, tiny_gguf_path: Path) -> None:
     assert (vllm.source, vllm.revision) == ("Qwen/Qwen2.5-7B", "abc")
     gonka = InferenceUpRequest.model_validate({"model": "m", "additional_args": ["--n_ctx", "64"]})
     assert gonka.args == ["--n_ctx", "64"]
+
+
+def test_default_model_resolves_by_its_governance_id() -> None:
+    """Hosts load models by the governance id (genesis/devnet.toml); the packaged SmolLM2 answers to it."""
+    from dinfer.genesis import load_genesis
+    from dinfer.mlnode.models import SMOLLM2_GOVERNANCE_ID
+
+    assert load_genesis().model(SMOLLM2_GOVERNANCE_ID)
+    spec = resolve_model(InferenceUpRequest(model=SMOLLM2_GOVERNANCE_ID), MLNodeSettings())
+    assert Path(spec.source).is_file()

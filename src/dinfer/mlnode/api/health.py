@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dinfer import __version__
-from dinfer.mlnode.api.responses import JSONBytesResponse
+from dinfer.http_errors import JSONBytesResponse
 from dinfer.mlnode.api.state import AppState, get_state
 from dinfer.mlnode.schemas import MLNodeState
 

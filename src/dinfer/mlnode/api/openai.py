@@ -19,13 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from dinfer.config import format_validation_error
 from dinfer.errors import DinferError, InvalidRequest
-from dinfer.mlnode.api.errors import status_of
-from dinfer.mlnode.api.responses import JSONBytesResponse
+from dinfer.http_errors import JSONBytesResponse, classify
 from dinfer.mlnode.api.state import AppState, get_state
 from dinfer.mlnode.engines.base import Kind
 from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
 from dinfer.mlnode.pool import Lease
-from dinfer.mlnode.schemas import ChatCompletionRequest, CompletionRequest, _OpenAIRequest
+from dinfer.openai_types import ChatCompletionRequest, CompletionRequest, OpenAIRequest
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
@@ -71,14 +70,14 @@ async def models(st: State) -> dict[str, Any]:
 class _Admitted:
     """A validated request holding a place on an engine."""
 
-    req: _OpenAIRequest
+    req: OpenAIRequest
     body: dict[str, Any]
     max_tokens: int
     lease: Lease
     prompt_tokens: int
 
 
-async def _admit(st: AppState, kind: Kind, request: Request, schema: type[_OpenAIRequest]) -> _Admitted:
+async def _admit(st: AppState, kind: Kind, request: Request, schema: type[OpenAIRequest]) -> _Admitted:
     """Parse and check the request, wait for an engine, count the prompt. Every refusal is a ``DinferError``."""
     req = await _parse(request, schema)
     max_tokens = req.max_tokens or st.settings.max_tokens_default
@@ -104,12 +103,12 @@ async def _admit(st: AppState, kind: Kind, request: Request, schema: type[_OpenA
 
 
 async def _serve(
-    st: AppState, kind: Kind, request: Request, schema: type[_OpenAIRequest]
+    st: AppState, kind: Kind, request: Request, schema: type[OpenAIRequest]
 ) -> JSONBytesResponse | StreamingResponse:
     route = "chat" if kind == "chat" else "completions"
 
     def count_error(exc: DinferError) -> None:
-        st.metrics.requests.labels(route=route, status=str(status_of(exc)[0])).inc()
+        st.metrics.requests.labels(route=route, status=str(classify(exc)[0])).inc()
 
     try:
         adm = await _admit(st, kind, request, schema)
@@ -152,7 +151,7 @@ async def _serve(
                 yield _sse(usage_chunk(first, Usage(adm.prompt_tokens, meter.completion_tokens)))
             yield b"data: [DONE]\n\n"
         except DinferError as exc:  # headers are gone: report in-band, as OpenAI does
-            code, err_type, _ = status_of(exc)
+            code, err_type, _ = classify(exc)
             status = str(code)
             yield _sse({"error": {"message": str(exc), "type": err_type, "code": code}})
         finally:
