@@ -40,7 +40,10 @@ from dinfer.sse import events
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPT = "Write a short story about a lighthouse keeper."
 MAX_TOKENS = 48
-THREADS = 2
+THREADS = 1
+"""llama.cpp threads in both setups. On this 2-core machine a 2-thread engine stalls whenever anything else runs
+(its threads spin-wait on each other), which would measure core contention rather than routing; one thread leaves
+the other core to the proxies, as a GPU host's CPU is left to them."""
 RUNS = {1: 12, 8: 24}  # concurrency -> requests
 
 
@@ -52,6 +55,8 @@ class Sample:
 
 
 async def _stream(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> Sample:
+    # Tokens are counted as content chunks (llama.cpp streams one token per chunk and puts no usage in
+    # streams), the same way for both setups.
     start = time.perf_counter()
     ttft = None
     tokens = 0
@@ -62,11 +67,11 @@ async def _stream(client: httpx.AsyncClient, url: str, body: bytes, headers: dic
             data = event.data
             if not isinstance(data, dict):
                 continue
-            if data.get("usage"):
-                tokens = int(data["usage"]["completion_tokens"])
             for choice in data.get("choices") or []:
-                if (choice.get("delta") or {}).get("content") and ttft is None:
-                    ttft = time.perf_counter() - start
+                if (choice.get("delta") or {}).get("content"):
+                    tokens += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - start
     total = time.perf_counter() - start
     return Sample(ttft if ttft is not None else total, total, tokens)
 
@@ -177,9 +182,10 @@ async def measure() -> dict[str, Any]:
         host1_proc = net.supervisor.processes["host1"]
         host1_proc.restart = False
         host1_proc.kill()
-        normal = _signed(8, key, host0["address"], group, host0["address"], offset)
+        normal = _signed(9, key, host0["address"], group, host0["address"], offset)
         refused = _signed(8, key, host0["address"], group, host1["address"], offset + 10_000)
-        await _run(url, normal[:1], 1)
+        await _run(url, normal[:1], 1)  # warm-up (signed requests are single-use)
+        normal = normal[1:]
         results["failover_normal"] = await _run(url, normal, 1)
         results["failover_refused"] = await _run(url, refused, 1)
     return results
