@@ -25,10 +25,10 @@ from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.sdk._signing import node_address
 from dinfer.sse import events
+from dinfer.units import eth_to_wei
 
 console = Console()
 DEVNET_INFO = Path(".devnet") / "devnet.json"
-WEI_PER_ETH = 10**18
 
 
 def _devnet() -> DevnetInfo | None:
@@ -149,23 +149,13 @@ def _run_escrow(rpc: str | None, key: str | None, action: str, amount_wei: int =
     return asyncio.run(work())
 
 
-def _wei(amount: str) -> int:
-    try:
-        wei = int(float(amount) * WEI_PER_ETH)
-    except ValueError:
-        raise ConfigError(f"not an amount of ETH: {amount!r} (e.g. 0.5)") from None
-    if wei <= 0:
-        raise ConfigError("amount must be positive")
-    return wei
-
-
 @client_app.command("deposit")
 def deposit(amount: str = typer.Argument(..., help="ETH, e.g. 0.5"),
             rpc: str | None = typer.Option(None, envvar="DINFER_RPC"),
             key: str | None = typer.Option(None, envvar="DINFER_KEY")) -> None:
     """Deposit escrow that pays for inferences. Example: `dinfer client deposit 0.5`"""
     started = time.monotonic()
-    balance = _run_escrow(rpc, key, "deposit", _wei(amount))
+    balance = _run_escrow(rpc, key, "deposit", eth_to_wei(amount))
     typer.echo(f"deposited; balance {balance} wei ({time.monotonic() - started:.1f} s)")
 
 
@@ -174,7 +164,7 @@ def withdraw(amount: str = typer.Argument(..., help="ETH, e.g. 0.5"),
              rpc: str | None = typer.Option(None, envvar="DINFER_RPC"),
              key: str | None = typer.Option(None, envvar="DINFER_KEY")) -> None:
     """Withdraw unreserved escrow. Example: `dinfer client withdraw 0.1`"""
-    typer.echo(f"withdrawn; balance {_run_escrow(rpc, key, 'withdraw', _wei(amount))} wei")
+    typer.echo(f"withdrawn; balance {_run_escrow(rpc, key, 'withdraw', eth_to_wei(amount))} wei")
 
 
 @client_app.command("balance")

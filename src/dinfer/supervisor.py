@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dinfer.processes import kill_group, spawn_group, terminate_group
 from dinfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -46,31 +46,16 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             out.write(f"\n--- start {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(self.cmd)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env}, start_new_session=True,
-            )
+        self.proc = spawn_group(self.cmd, self.log_path, env={**os.environ, **self.env})
         self.started_at = time.monotonic()
 
     def terminate(self, timeout: float = 10.0) -> None:
         """SIGTERM the child's process group, SIGKILL after ``timeout``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            pass
+        terminate_group(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL the child group at once (fault injection in tests)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        kill_group(self.proc)
 
 
 class Supervisor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from eth_account import Account
 
 from dinfer.crypto import Keypair
 from dinfer.errors import ChainError
+from dinfer.processes import spawn_group, terminate_group
 
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 """anvil's well-known development mnemonic. Never use these keys on a real chain."""
@@ -66,16 +66,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _spawn(cmd: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:
-    """Start a child in its own process group (so stop() can take the whole group down)."""
-    if log_path is None:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-
 @dataclass
 class AnvilProcess:
     """A running anvil. Use ``await AnvilProcess.start(...)`` and ``stop()`` (also on Ctrl-C)."""
@@ -114,7 +104,7 @@ class AnvilProcess:
             "--mnemonic", mnemonic, "--accounts", str(accounts), "--balance", str(balance_eth),
             "--chain-id", str(chain_id), "--gas-limit", "60000000", "--code-size-limit", "49152",
         ]
-        proc = _spawn(cmd, log_path)
+        proc = spawn_group(cmd, log_path)
         node = cls(port, block_time, mnemonic, derive_accounts(mnemonic, accounts), chain_id, proc)
         try:
             await node.wait_ready(ready_timeout)
@@ -141,13 +131,4 @@ class AnvilProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate anvil and its process group; never leaves an orphan."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            pass
+        terminate_group(self.proc, timeout)

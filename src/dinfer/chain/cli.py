@@ -26,12 +26,12 @@ from dinfer.crypto import Keypair, checksum
 from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.genesis import GenesisModel, load_genesis
+from dinfer.units import eth_to_wei
 
 console = Console()
 T = TypeVar("T")
 
 DEVNET_INFO = Path(".devnet") / "devnet.json"
-WEI_PER_ETH = 10**18
 
 RpcOpt = typer.Option(None, "--rpc", envvar="DINFER_RPC", help="Chain JSON-RPC URL (default: the running devnet).")
 KeyOpt = typer.Option(None, "--key", envvar="DINFER_KEY", help="Hex private key that signs (never logged).")
@@ -242,16 +242,6 @@ host_app = typer.Typer(help="Host membership: collateral, URL, ML nodes. Example
                        no_args_is_help=True)
 
 
-def _eth_to_wei(amount: str) -> int:
-    try:
-        wei = int(float(amount) * WEI_PER_ETH) if "." in amount else int(amount) * WEI_PER_ETH
-    except ValueError:
-        raise ConfigError(f"not an amount of ETH: {amount!r} (e.g. 0.5)") from None
-    if wei <= 0:
-        raise ConfigError("amount must be positive")
-    return wei
-
-
 @host_app.command("register")
 def host_register(
     url: str = typer.Option(..., help="Public URL of your host node, e.g. https://node.example:9000"),
@@ -267,7 +257,7 @@ def host_register(
         json.loads(metadata)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--metadata is not valid JSON: {exc}") from None
-    wei = _eth_to_wei(collateral)
+    wei = eth_to_wei(collateral)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).register_host(url, metadata, wei)
@@ -279,7 +269,7 @@ def host_register(
 def host_stake(amount: str = typer.Argument(..., help="ETH to add, e.g. 0.5"), rpc: str | None = RpcOpt,
                key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt) -> None:
     """Add collateral. Example: `dinfer host stake 0.5`"""
-    wei = _eth_to_wei(amount)
+    wei = eth_to_wei(amount)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).add_collateral(wei)
@@ -291,7 +281,7 @@ def host_stake(amount: str = typer.Argument(..., help="ETH to add, e.g. 0.5"), r
 def host_unbond(amount: str = typer.Argument(..., help="ETH to unbond, e.g. 0.5"), rpc: str | None = RpcOpt,
                 key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt) -> None:
     """Start unbonding collateral (withdrawable after unbonding_blocks). Example: `dinfer host unbond 0.5`"""
-    wei = _eth_to_wei(amount)
+    wei = eth_to_wei(amount)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).request_unbond(wei)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from eth_abi import decode
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
-from dinfer.errors import TxReverted
+from dinfer.errors import ChainError, TxReverted
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PREFIX = re.compile(r"^(?:execution reverted:?\s*|VM Exception while processing transaction: revert\s*)", re.I)
@@ -52,3 +53,11 @@ def as_tx_reverted(exc: BaseException, tx_hash: str | None = None) -> TxReverted
         reason = reason_from_data(arg) if isinstance(arg, bytes) else reason_from_message(str(arg))
         return TxReverted(reason or "Reverted", tx_hash=tx_hash)
     return None
+
+
+def raise_chain_error(exc: Exception, what: str) -> NoReturn:
+    """Re-raise a web3/eth-tester failure as ``TxReverted`` (a revert) or ``ChainError`` naming ``what`` failed."""
+    reverted = as_tx_reverted(exc)
+    if reverted is not None:
+        raise reverted from None
+    raise ChainError(f"{what}: {exc}") from exc

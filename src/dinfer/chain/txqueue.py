@@ -30,7 +30,7 @@ from eth_utils import keccak
 from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
-from dinfer.chain.reverts import as_tx_reverted
+from dinfer.chain.reverts import as_tx_reverted, raise_chain_error
 from dinfer.crypto import Keypair
 from dinfer.errors import ChainError, TxDropped, TxReverted
 
@@ -169,10 +169,7 @@ class TxSender:
         except ChainError:
             raise
         except Exception as exc:
-            reverted = as_tx_reverted(exc)
-            if reverted is not None:
-                raise reverted from None
-            raise ChainError(f"could not build transaction: {exc}") from exc
+            raise_chain_error(exc, "could not build transaction")
         params.pop("from", None)
         if gas is None:
             params["gas"] = int(params["gas"] * 1.2) + 10_000  # estimation is exact for the current state only

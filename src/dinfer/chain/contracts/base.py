@@ -6,7 +6,7 @@ from typing import Any
 
 from web3.contract import AsyncContract
 
-from dinfer.chain.reverts import as_tx_reverted
+from dinfer.chain.reverts import raise_chain_error
 from dinfer.chain.txqueue import PendingTx, TxSender
 from dinfer.errors import ChainError
 
@@ -38,10 +38,7 @@ class ContractClient:
         except ChainError:
             raise
         except Exception as exc:
-            reverted = as_tx_reverted(exc)
-            if reverted is not None:
-                raise reverted from None
-            raise ChainError(f"{name} call failed: {exc}") from exc
+            raise_chain_error(exc, f"{name} call failed")
 
     def _need_sender(self) -> TxSender:
         if self.sender is None:

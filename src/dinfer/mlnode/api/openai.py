@@ -10,39 +10,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ValidationError
 
-from dinfer.config import format_validation_error
 from dinfer.errors import DinferError, InvalidRequest
 from dinfer.http_errors import JSONBytesResponse, classify
 from dinfer.mlnode.api.state import AppState, get_state
 from dinfer.mlnode.engines.base import Kind
 from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
 from dinfer.mlnode.pool import Lease
-from dinfer.openai_types import ChatCompletionRequest, CompletionRequest, OpenAIRequest
+from dinfer.openai_types import OpenAIRequest, parse_request
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
-R = TypeVar("R", bound=BaseModel)
-
-
-async def _parse(request: Request, model: type[R]) -> R:
-    raw = await request.body()
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(obj)
-    except ValidationError as exc:
-        raise InvalidRequest(f"invalid request: {format_validation_error(exc)}") from None
 
 
 def _sse(obj: dict[str, Any]) -> bytes:
@@ -51,12 +34,12 @@ def _sse(obj: dict[str, Any]) -> bytes:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request, st: State) -> JSONBytesResponse | StreamingResponse:
-    return await _serve(st, "chat", request, ChatCompletionRequest)
+    return await _serve(st, "chat", request)
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(request: Request, st: State) -> JSONBytesResponse | StreamingResponse:
-    return await _serve(st, "completion", request, CompletionRequest)
+    return await _serve(st, "completion", request)
 
 
 @router.get("/v1/models")
@@ -77,9 +60,9 @@ class _Admitted:
     prompt_tokens: int
 
 
-async def _admit(st: AppState, kind: Kind, request: Request, schema: type[OpenAIRequest]) -> _Admitted:
+async def _admit(st: AppState, kind: Kind, request: Request) -> _Admitted:
     """Parse and check the request, wait for an engine, count the prompt. Every refusal is a ``DinferError``."""
-    req = await _parse(request, schema)
+    req = parse_request(kind, await request.body())
     max_tokens = req.max_tokens or st.settings.max_tokens_default
     if max_tokens > st.settings.max_tokens_limit:
         raise InvalidRequest(f"max_tokens {max_tokens} exceeds this ML node's limit {st.settings.max_tokens_limit}")
@@ -102,16 +85,14 @@ async def _admit(st: AppState, kind: Kind, request: Request, schema: type[OpenAI
     return _Admitted(req, body, max_tokens, lease, prompt_tokens)
 
 
-async def _serve(
-    st: AppState, kind: Kind, request: Request, schema: type[OpenAIRequest]
-) -> JSONBytesResponse | StreamingResponse:
+async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesResponse | StreamingResponse:
     route = "chat" if kind == "chat" else "completions"
 
     def count_error(exc: DinferError) -> None:
         st.metrics.requests.labels(route=route, status=str(classify(exc)[0])).inc()
 
     try:
-        adm = await _admit(st, kind, request, schema)
+        adm = await _admit(st, kind, request)
     except DinferError as exc:
         count_error(exc)
         raise
