@@ -179,6 +179,16 @@ class NodeSettings(_Frozen):
     max_body_bytes: int = Field(1_000_000, ge=1024, le=64_000_000)
     rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000)
     """Per-client request budget (token bucket) on the public API."""
+    mlnode_default_version: str | None = Field(None, min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
+    """ML-node version prefix used at start-up when the chain's version cannot be read and none is stored."""
+    mlnode_block_poll_s: float = Field(1.0, gt=0, le=60)
+    """How often the version manager reads the block height (``eth_blockNumber``) to catch an upgrade height."""
+    mlnode_version_check_interval_s: float = Field(30.0, gt=0, le=3600)
+    """Periodic re-read of the chain's ML-node version; clients are refreshed if it changed by other means."""
+    mlnode_upgrade_retry_s: float = Field(5.0, gt=0, le=3600)
+    """Wait before retrying a version switch whose new ML node was not ready (the old version keeps serving)."""
+    mlnode_stop_drain_s: float = Field(60.0, ge=0, le=3600)
+    """Longest wait for the old version's in-flight requests to finish before ``POST /api/v1/stop``."""
 
 
 class MLNodeSettings(_Frozen):

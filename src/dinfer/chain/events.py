@@ -44,30 +44,40 @@ class ChainEvent:
 
 
 class SqliteCursorStore:
-    """Listener cursors in a small SQLite table (same file as the node's store when given that path)."""
+    """Listener cursors in a small SQLite table: its own file, or a connection shared with the node's store
+    (``on_connection``) so one file never has two writers. Autocommit; reads are fetched whole."""
+
+    _TABLE = ("CREATE TABLE IF NOT EXISTS event_cursors (name TEXT PRIMARY KEY, block INTEGER NOT NULL,"
+              " log_index INTEGER NOT NULL)")
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
+        self._owned = True
+        self._ready = False
+
+    @classmethod
+    def on_connection(cls, db: aiosqlite.Connection) -> SqliteCursorStore:
+        store = cls(":shared:")
+        store._db, store._owned = db, False
+        return store
 
     async def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(
-                "CREATE TABLE IF NOT EXISTS event_cursors (name TEXT PRIMARY KEY, block INTEGER NOT NULL,"
-                " log_index INTEGER NOT NULL)"
-            )
-            await self._db.commit()
+            await self._db.execute("PRAGMA busy_timeout=5000")
+        if not self._ready:
+            await self._db.execute(self._TABLE)
+            self._ready = True
         return self._db
 
     async def load(self, name: str) -> tuple[int, int] | None:
         db = await self._conn()
-        async with db.execute("SELECT block, log_index FROM event_cursors WHERE name = ?", (name,)) as cur:
-            row = await cur.fetchone()
-        return (int(row[0]), int(row[1])) if row else None
+        rows = list(await db.execute_fetchall("SELECT block, log_index FROM event_cursors WHERE name = ?", (name,)))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def save(self, name: str, block: int, log_index: int) -> None:
         db = await self._conn()
@@ -76,12 +86,11 @@ class SqliteCursorStore:
             " ON CONFLICT(name) DO UPDATE SET block = excluded.block, log_index = excluded.log_index",
             (name, block, log_index),
         )
-        await db.commit()
 
     async def close(self) -> None:
-        if self._db is not None:
+        if self._db is not None and self._owned:
             await self._db.close()
-            self._db = None
+        self._db = None
 
 
 END_OF_BLOCK = 2**31 - 1

@@ -123,5 +123,6 @@ async def stats(request: Request) -> dict[str, Any]:
         "chain_writer": {**rt.writer.stats, "queue_depth": rt.writer.depth},
         "chain_first_executions": rt.listener.chain_first,
         "mlnodes": [n.as_dict() for n in rt.broker.nodes()],
+        "mlnode_version": rt.versions.status() if rt.versions else None,
         "earnings_wei": await rt.inference.earnings(rt.address),
     }

@@ -158,6 +158,7 @@ async def health(request: Request) -> dict[str, Any]:
     rt = _rt(request)
     nodes = rt.broker.nodes()
     return {"status": "ok", **rt.identity(), "mlnodes": {n.node_id: n.state for n in nodes},
+            "mlnode_version": rt.versions.version if rt.versions else None,
             "serving": sorted(rt.broker.models()), "tx_queue_depth": rt.writer.depth}
 
 

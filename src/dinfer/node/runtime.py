@@ -21,7 +21,7 @@ from dinfer.chain.contracts.epochs import EpochsClient
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.deploy import Deployment, bind
-from dinfer.chain.events import EventPoller, SqliteCursorStore
+from dinfer.chain.events import EventPoller
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import Settings
 from dinfer.crypto import Keypair
@@ -37,6 +37,7 @@ from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer
 from dinfer.node.store import NodeStore
 from dinfer.node.ta import TransferAgent
+from dinfer.node.upgrades import VersionManager, registration_loader
 from dinfer.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class NodeRuntime:
     ta: TransferAgent
     listener: Listener
     metrics: NodeMetrics
+    versions: VersionManager | None = None
+    """ML-node version manager (set in ``start``; see ``node/upgrades.py``)."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,7 +111,7 @@ class NodeRuntime:
         ta = TransferAgent(address=keypair.address, settings=node, chain=chain, store=store, writer=writer,
                            executor=executor, peers=peers, limiter=limiter, metrics=metrics)
         rt_holder["ta"] = ta
-        cursor = SqliteCursorStore(Path(node.data_dir) / "node.sqlite")
+        cursor = store.cursor_store()
         listener = Listener(keypair.address, store, chain, executor, peers, http,
                             max_tokens_default=node.max_tokens_default)
         poller = EventPoller(w3, [inference.contract], cursor, "inference", listener.handle,
@@ -120,10 +123,17 @@ class NodeRuntime:
                      rpc_stats=lambda: (pool.stats().healthy, pool.stats().failures),  # type: ignore[attr-defined]
                      mlnode_states=lambda: [n.state for n in broker.nodes()])
         restored = await restore_nodes(rt)
+        # ML-node versions (design §5): pick the version before the first poll, then follow the chain.
+        async def height() -> int:
+            return int(await w3.eth.block_number)
+
+        rt.versions = VersionManager(broker, registry, height, store, node, loader=registration_loader(store, registry))
+        await rt.versions.sync_version_from_chain()
         await broker.poll_once()
         rt._tasks = [
             asyncio.create_task(broker.run(rt._stop), name="broker-poll"),
             asyncio.create_task(poller.run(rt._stop), name="listener"),
+            asyncio.create_task(rt.versions.run(rt._stop), name="mlnode-versions"),
         ]
         log.info("host node %s started (dinfer %s, chain %d, Registry %s, %d ML node(s) restored)", keypair.address,
                  __version__, chain_id, deployment.address("Registry"), restored)
@@ -136,6 +146,8 @@ class NodeRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.versions is not None:
+            await self.versions.close()
         await self.listener.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.drain(timeout=5.0), timeout=15.0)

@@ -1,7 +1,10 @@
 """The host node's SQLite store (aiosqlite, WAL): KV markers, inference records, payloads, event cursors.
 
-One file per node (``<data_dir>/node.sqlite``). Every multi-row change is one transaction, so a crash never leaves
-half an inference record. The event listener's cursors live in the same file (``SqliteCursorStore`` table).
+One file per node (``<data_dir>/node.sqlite``), one connection in autocommit mode: every statement is its own
+transaction (each change here is a single statement, so a crash never leaves half a record) and every read is
+fetched whole, so no read snapshot stays open across an ``await`` — an open snapshot is what turns a concurrent
+write into a permanent ``database is locked``. The event listener's cursors use the same connection
+(``cursor_store()``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from dinfer.chain.events import SqliteCursorStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -103,12 +108,16 @@ class NodeStore:
         path = str(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
         await db.executescript(SCHEMA)
-        await db.commit()
         return cls(db, path)
+
+    def cursor_store(self) -> SqliteCursorStore:
+        """Event-listener cursors on this same connection (one writer per file)."""
+        return SqliteCursorStore.on_connection(self._db)
 
     async def close(self) -> None:
         await self._db.close()
@@ -116,9 +125,8 @@ class NodeStore:
     # ------------------------------------------------------------ KV
 
     async def kv_get(self, key: str) -> str | None:
-        async with self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        rows = list(await self._db.execute_fetchall("SELECT value FROM kv WHERE key = ?", (key,)))
+        return str(rows[0][0]) if rows else None
 
     async def kv_set(self, key: str, value: str) -> None:
         await self._db.execute(
@@ -126,25 +134,21 @@ class NodeStore:
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (key, value, time.time()),
         )
-        await self._db.commit()
 
     async def kv_set_if_absent(self, key: str, value: str) -> bool:
         """Atomically create ``key``; False when it already existed (replay / duplicate detection)."""
         cur = await self._db.execute(
             "INSERT OR IGNORE INTO kv (key, value, updated_at) VALUES (?, ?, ?)", (key, value, time.time())
         )
-        await self._db.commit()
         return cur.rowcount == 1
 
     async def kv_delete(self, key: str) -> None:
         await self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
-        await self._db.commit()
 
     async def kv_prefix(self, prefix: str) -> dict[str, str]:
         """Every key starting with ``prefix`` (e.g. ``mlnode/``) and its value."""
-        async with self._db.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                                    (prefix, prefix + "\uffff")) as cur:
-            rows = await cur.fetchall()
+        rows = await self._db.execute_fetchall("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                                               (prefix, prefix + "\uffff"))
         return {str(k): str(v) for k, v in rows}
 
     # ------------------------------------------------------------ inferences
@@ -158,22 +162,19 @@ class NodeStore:
             " status = excluded.status, data = excluded.data, updated_at = excluded.updated_at",
             record.to_row(),
         )
-        await self._db.commit()
 
     async def get_inference(self, inference_id: str) -> InferenceRecord | None:
-        async with self._db.execute(
+        rows = list(await self._db.execute_fetchall(
             "SELECT id, role, model, client, ta, executor, status, data, created_at, updated_at"
             " FROM inferences WHERE id = ?", (inference_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return InferenceRecord.from_row(row) if row else None
+        ))
+        return InferenceRecord.from_row(rows[0]) if rows else None
 
     async def recent_inferences(self, limit: int = 50) -> list[InferenceRecord]:
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT id, role, model, client, ta, executor, status, data, created_at, updated_at"
             " FROM inferences ORDER BY created_at DESC LIMIT ?", (limit,)
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [InferenceRecord.from_row(r) for r in rows]
 
     # ------------------------------------------------------------ payloads (for validators)
@@ -183,15 +184,13 @@ class NodeStore:
             "INSERT OR REPLACE INTO payloads (id, request, response, created_at) VALUES (?, ?, ?, ?)",
             (inference_id, request, response, time.time()),
         )
-        await self._db.commit()
 
     async def get_payload(self, inference_id: str) -> tuple[bytes, bytes] | None:
-        async with self._db.execute("SELECT request, response FROM payloads WHERE id = ?", (inference_id,)) as cur:
-            row = await cur.fetchone()
-        return (bytes(row[0]), bytes(row[1])) if row else None
+        rows = list(await self._db.execute_fetchall("SELECT request, response FROM payloads WHERE id = ?",
+                                                    (inference_id,)))
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
 
     async def prune_payloads(self, older_than_s: float) -> int:
         """Drop payloads past the retention window; returns how many went."""
         cur = await self._db.execute("DELETE FROM payloads WHERE created_at < ?", (time.time() - older_than_s,))
-        await self._db.commit()
         return cur.rowcount

@@ -48,3 +48,25 @@ async def test_payload_retention(tmp_path: Path) -> None:
     assert await store.get_payload("0x01") is None
     assert await store.get_payload("0x02") == (b"r2", b"p2")
     await store.close()
+
+
+async def test_concurrent_reads_and_writes_never_lock(tmp_path: Path) -> None:
+    """Reads interleaved with writes from many tasks, plus listener cursors on the same file: no 'database is
+    locked' (an open read snapshot on a second writer used to make every later write fail)."""
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    cursors = store.cursor_store()
+
+    async def worker(i: int) -> None:
+        for j in range(20):
+            await store.kv_get(seen_key(f"0x{i}-{j - 1}"))
+            assert await store.kv_set_if_absent(seen_key(f"0x{i}-{j}"), "1")
+            await store.put_inference(InferenceRecord(id=f"0x{i}-{j}", role="ta", model="m", client="c", ta="t"))
+            await store.kv_prefix("inference_seen/")
+            await cursors.save("inference", i * 100 + j, j)
+
+    await asyncio.gather(*(worker(i) for i in range(20)))
+    assert len(await store.kv_prefix("inference_seen/")) == 400
+    assert await cursors.load("inference") is not None
+    await cursors.close()  # shared connection: closing the cursor view leaves the store usable
+    assert await store.get_inference("0x3-4") is not None
+    await store.close()
