@@ -15,6 +15,7 @@ from dinfer.chain.contracts.epochs import model_key
 from dinfer.crypto import checksum, recover_digest_eip191
 from dinfer.errors import CryptoError, DinferError, TxReverted
 from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
+from dinfer.node.chain_view import GroupView
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
 
@@ -69,20 +70,20 @@ async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     return Response(raw, media_type="application/json", headers=headers_out)
 
 
+async def _served(rt: NodeRuntime) -> list[GroupView]:
+    """The current epoch's groups, one per governance model that has one."""
+    views = [await rt.chain.group(model.id) for model in await rt.registry.get_governance_models()]
+    return [v for v in views if v is not None]
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """Models with an epoch group this epoch, with their snapshot price."""
-    rt = _rt(request)
-    data = []
-    for model in await rt.registry.get_governance_models():
-        group = await rt.chain.group(model.id)
-        if group is None:
-            continue
-        data.append({
-            "id": model.id, "object": "model", "owned_by": "dinfer", "created": 0,
-            "hf_repo": model.hf_repo, "hf_commit": model.hf_commit, "price_per_token": model.price_per_token,
-            "epoch": group.epoch, "executors": len(group.group.members),
-        })
+    data = [{
+        "id": v.model.id, "object": "model", "owned_by": "dinfer", "created": 0, "hf_repo": v.model.hf_repo,
+        "hf_commit": v.model.hf_commit, "price_per_token": v.model.price_per_token, "epoch": v.epoch,
+        "executors": len(v.group.members),
+    } for v in await _served(_rt(request))]
     return {"object": "list", "data": data}
 
 
@@ -165,12 +166,7 @@ async def health(request: Request) -> dict[str, Any]:
 @router.get("/v1/epochs/current")
 async def current_epoch(request: Request) -> dict[str, Any]:
     rt = _rt(request)
-    groups = []
-    for model in await rt.registry.get_governance_models():
-        view = await rt.chain.group(model.id)
-        if view is None:
-            continue
-        groups.append({"model": model.id, "model_key": "0x" + model_key(model.id).hex(),
-                       "members": list(view.group.members), "weights": list(view.group.weights),
-                       "statuses": [s.name for s in view.statuses]})
+    groups = [{"model": v.model.id, "model_key": "0x" + model_key(v.model.id).hex(), "members": list(v.group.members),
+               "weights": list(v.group.weights), "statuses": [s.name for s in v.statuses]}
+              for v in await _served(rt)]
     return {"epoch": await rt.chain.epoch(), "block": await rt.w3.eth.block_number, "groups": groups}
