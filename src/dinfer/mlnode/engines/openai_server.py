@@ -11,6 +11,7 @@ import asyncio
 import logging
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ _PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completion": "/v1/com
 _READY_POLL_S = 0.05
 
 
-class OpenAIServerEngine:
+class OpenAIServerEngine(ABC):
     """Base of ``LlamaCppEngine`` and ``VLLMEngine``."""
 
     name = "openai-server"
@@ -60,19 +61,20 @@ class OpenAIServerEngine:
         self._error: str | None = None
 
     # -- what subclasses provide --------------------------------------------------------------------------------
+    @abstractmethod
     def validate_spec(self, spec: ModelSpec) -> None:
         """Raise ``InvalidRequest``/``ModelNotFound`` naming the problem before any process starts."""
-        raise NotImplementedError
 
+    @abstractmethod
     def command(self, spec: ModelSpec, port: int) -> list[str]:
         """argv of the engine process serving ``spec`` on 127.0.0.1:``port``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def count_prompt_tokens(self, kind: Kind, body: dict[str, Any]) -> int:
-        raise NotImplementedError
+        """Prompt tokens of a request, counted the way the engine will count them."""
 
-    async def _after_ready(self, spec: ModelSpec) -> None:
-        """Hook run once the engine answers (e.g. read tokenizer metadata)."""
+    async def _after_ready(self, spec: ModelSpec) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Hook run once the engine answers (e.g. read tokenizer metadata); engines that need nothing skip it."""
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     @property
