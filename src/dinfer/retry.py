@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,3 +31,12 @@ class RetryPolicy:
         """The wait before each retry, ``max_retries`` of them."""
         for attempt in range(1, self.max_retries + 1):
             yield self.delay(attempt)
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stop`` is set, whichever comes first; True when stopped (polling loops)."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -23,6 +23,8 @@ from eth_utils import event_abi_to_log_topic
 from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 
+from dinfer.retry import sleep_or_stop
+
 log = logging.getLogger(__name__)
 
 
@@ -194,7 +196,4 @@ class EventPoller:
                 await self.poll_once()
             except Exception as exc:  # keep listening: the RPC pool heals, the cursor did not move
                 log.warning("event poller %s: %s", self.name, exc)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.poll_interval)

@@ -19,6 +19,7 @@ import httpx
 
 from dinfer.errors import NodeError, NodeUnavailable
 from dinfer.node.mlnode_client import MLNodeClient, MLNodeEndpoint
+from dinfer.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,7 @@ class Broker:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.poll_once()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, self.poll_interval)
 
     # ------------------------------------------------------------ dispatch
 

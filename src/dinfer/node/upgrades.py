@@ -34,6 +34,7 @@ from dinfer.node.admin_api import MLNODE_KEY, RegisterMLNode
 from dinfer.node.broker import Broker
 from dinfer.node.mlnode_client import MLNodeClient
 from dinfer.node.store import NodeStore
+from dinfer.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,7 @@ class VersionManager:
                     await self.on_block()
             except (ChainError, NodeError, OSError) as exc:
                 log.warning("ML-node version check failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.mlnode_block_poll_s)
+            await sleep_or_stop(stop, self.settings.mlnode_block_poll_s)
 
     async def on_block(self) -> None:
         """Act on a new block (or on a due retry): switch at the height, prepare a pending target before it."""
