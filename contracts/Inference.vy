@@ -59,6 +59,7 @@ model_index: public(HashMap[bytes32, uint256])  # 1-based; assigned at a model's
 _model_at: HashMap[uint256, bytes32]
 model_count: public(uint256)
 _price: HashMap[uint256, HashMap[bytes32, uint256]]  # epoch → model → price + 1 (the epoch's snapshot)
+model_tokens: public(HashMap[uint256, HashMap[bytes32, uint256]])  # epoch → model → finished prompt+completion
 
 initializes: lib_downtime
 initializes: lib_escrow
@@ -133,20 +134,20 @@ def _verify_order(
 @internal
 @view
 def _model_price(epoch: uint256, model_key: bytes32) -> (bool, uint256, bool):
-    # (known, price, fresh): the epoch's price snapshot, read from the Registry on the model's first start
+    # (known, price, fresh): the epoch's price snapshot, read from Epochs on the model's first start in the epoch
     snap: uint256 = self._price[epoch][model_key]
     if snap != 0:
         return True, snap - 1, False
     ok: bool = False
-    response: Bytes[4096] = b""
+    response: Bytes[32] = b""
     ok, response = raw_call(
-        self.registry.address, abi_encode(model_key, method_id=method_id("get_model_by_key(bytes32)")),
-        max_outsize=4096, is_static_call=True, revert_on_failure=False,
+        self.epochs.address,
+        abi_encode(epoch, model_key, method_id=method_id("snapshot_price(uint256,bytes32)")),
+        max_outsize=32, is_static_call=True, revert_on_failure=False,
     )
-    if not ok:
+    if not ok or len(response) != 32:
         return False, 0, False
-    model: IRegistry.Model = abi_decode(response, IRegistry.Model)
-    return True, model.price_per_token, True
+    return True, abi_decode(response, uint256), True
 
 
 @internal
@@ -351,6 +352,7 @@ def _finish_one(rec: IInference.FinishRecord, expiration: uint256, group: uint25
     self._records[rec.inference_id] = word
     lib_escrow.balances[lib_record.client(word)] += refund
     lib_escrow.earnings[msg.sender] += cost
+    self.model_tokens[epoch][model_key] += tokens  # Epochs measures demand from it
     log IInference.InferenceFinished(
         inference_id=rec.inference_id, executor=msg.sender, prompt_tokens=convert(rec.prompt_tokens, uint256),
         completion_tokens=convert(rec.completion_tokens, uint256), response_hash=rec.response_hash, cost=cost,

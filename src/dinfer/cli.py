@@ -30,6 +30,7 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.node.cli", "app", "node"),
     ("dinfer.client_cli", "chat", "chat"),
     ("dinfer.client_cli", "client_app", "client"),
+    ("dinfer.session_cli", "session_app", "session"),
 ]
 
 

@@ -78,6 +78,16 @@ class ProtocolParams(_Frozen):
     """Blocks between a parameter proposal and when it may be applied (0 on the devnet)."""
     session_dispute_blocks: int = Field(10, ge=0, le=10_000_000)
     """Blocks after a session's last proof before the host may complete it alone."""
+    epoch_reward_wei: int = Field(10**16, ge=0, le=10**24)
+    """Reward paid per epoch from the Epochs reward pool, split by weight at the epoch switch."""
+    poc_r_target_ppm: int = Field(1_300_000, ge=1, le=4_000_000)
+    """PoC distance threshold r_target × 1e6: a nonce is valid when its distance is below it."""
+    poc_validation_samples: int = Field(16, ge=1, le=1_000)
+    """Nonces each validator recomputes per PoC batch."""
+    poc_slot_safety_bps: int = Field(15_000, ge=10_000, le=100_000)
+    """Measured demand × this / 10000 must be covered by the ML nodes that keep serving during PoC (POC_SLOT)."""
+    min_poc_slot_nodes: int = Field(1, ge=0, le=32)
+    """Per model, at least this many ML nodes (when the model has any) keep serving inference during PoC."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -189,6 +199,42 @@ class NodeSettings(_Frozen):
     """Wait before retrying a version switch whose new ML node was not ready (the old version keeps serving)."""
     mlnode_stop_drain_s: float = Field(60.0, ge=0, le=3600)
     """Longest wait for the old version's in-flight requests to finish before ``POST /api/v1/stop``."""
+    session_jwt_ttl_s: int = Field(900, ge=10, le=86_400)
+    """Lifetime of the JWT a session client gets from ``session_init`` / ``POST /v1/sessions/{job}/token``."""
+    session_proof_checkpoints: int = Field(10, ge=1, le=10_000)
+    """Checkpoints (receipt requests, one per ``checkpoint_tokens`` billed) between two session proofs on chain."""
+    session_receipt_wait_s: float = Field(5.0, ge=0, le=600)
+    """How long a due proof waits for the client's receipt before falling back to an unsigned (time-bounded) claim."""
+    session_rate_limit_tokens_per_minute: int = Field(60_000, ge=1, le=100_000_000)
+    """Per-client token bucket of session traffic (prompt + completion tokens); a prompt over it gets RATE_LIMITED."""
+    session_max_context_messages: int = Field(512, ge=2, le=100_000)
+    """Most messages kept in a session's server-side context (oldest dropped first, like the token trim)."""
+    session_context_window_default: int = Field(2048, ge=64, le=1_048_576)
+    """Context window assumed when the ML node's engine does not report one (tokens)."""
+    ws_max_frame_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest WebSocket frame a session client may send (bigger → FRAME_TOO_LARGE and close 1009)."""
+    poc_enabled: bool = True
+    """Run the epoch orchestrator (docs/epochs.md): PoC on this host's ML nodes, validation, switch, model loading."""
+    callback_url: str = Field("", max_length=512, pattern=r"^(https?://.*)?$")
+    """Base URL ML nodes POST PoC batches to (``{callback_url}/generated``); empty means
+    ``http://<bind>:<callback_port>/v1/poc`` (``127.0.0.1`` when ``bind`` is a wildcard)."""
+    poc_poll_s: float = Field(0.5, gt=0, le=60)
+    """How often the orchestrator reads the block height to follow the epoch stages."""
+    poc_stop_margin_blocks: int = Field(3, ge=0, le=1000)
+    """Stop PoC generation this many blocks before POC_GENERATE ends, leaving time to commit the batches."""
+    poc_batch_size: int = Field(256, ge=1, le=1_000_000)
+    """Nonces per kernel batch asked of the ML node (``pow/init/generate`` ``batch_size``)."""
+    poc_retry_min_s: float = Field(0.5, gt=0, le=600)
+    """First backoff of a failed orchestrator step (ML-node command, transaction, peer fetch)."""
+    poc_retry_max_s: float = Field(10.0, gt=0, le=3600)
+    """Largest backoff of a failed orchestrator step; a step is retried for as long as its stage lasts."""
+    poc_fetch_timeout_s: float = Field(30.0, gt=0, le=600)
+    """Timeout of one fetch of a peer's PoC leaves (``GET /v1/poc/batches/...``) during POC_VALIDATE."""
+    poc_model_load_timeout_s: float = Field(600.0, gt=0, le=7200)
+    """Longest one ``inference/up`` of an epoch model may take on an ML node."""
+    local_model_args: dict[str, list[str]] = {}
+    """Model id → engine ``--flag value`` pairs merged over the epoch snapshot's ``model_args`` (local wins per
+    flag, see ``dinfer.node.epoch_models.merge_model_args``)."""
 
 
 class MLNodeSettings(_Frozen):
@@ -238,7 +284,8 @@ class DevnetSettings(_Frozen):
     mlnodes_per_host: int = Field(1, ge=1, le=8)
     anvil_port: int = Field(8545, ge=1, le=65535)
     base_port: int = Field(9000, ge=1024, le=65000)
-    """Host i listens on base_port + 10·i (public), +1 (admin); its ML nodes on base_port + 100 + 10·i + j."""
+    """Host i listens on base_port + 10·i (public), +1 (admin), +2 (ML-node callbacks); its ML nodes on
+    base_port + 100 + 10·i + j."""
     block_time_s: float = Field(1.0, gt=0, le=60)
     """anvil ``--block-time``: automine stalls under concurrent submission."""
     state_dir: Path = Path(".devnet")
@@ -257,6 +304,8 @@ class DevnetSettings(_Frozen):
     """``node.rate_limit_per_minute`` of every devnet host."""
     host_max_attempts: int = Field(3, ge=1, le=16)
     """``node.max_attempts`` of every devnet host."""
+    params: dict[str, int] = {}
+    """Protocol parameters merged over the genesis file's ``[params]`` (e.g. ``{"epoch_length_blocks": 100000}``)."""
 
 
 class Settings(BaseSettings):

@@ -156,3 +156,57 @@ def sign_receipt(chain_id: int, sessions_contract: str, job_id: int, cumulative_
 def recover_receipt(chain_id: int, sessions_contract: str, job_id: int, cumulative_tokens: int, sig: bytes) -> Address:
     msg = {"jobId": job_id, "cumulativeTokens": cumulative_tokens}
     return recover_typed(eip712_domain(chain_id, sessions_contract), RECEIPT_TYPES, msg, sig)
+
+
+# --------------------------------------------------------------------- sessions (WebSocket protocol, issue 10)
+
+SESSION_AUTH_TAG = "dinfer-session-auth"
+PROMPT_TAG = "dinfer-prompt"
+
+
+def session_auth_digest(chain_id: int, sessions_contract: str, job_id: int, host: str, timestamp: int) -> bytes:
+    """``keccak256(abi.encode("dinfer-session-auth", chain_id, sessions, job_id, host, timestamp))`` — what a
+    session's client signs (EIP-191) to open a WebSocket session or get a JWT from ``host``."""
+    from eth_abi import encode
+
+    if timestamp < 0 or job_id < 0:
+        raise CryptoError("job_id and timestamp must be non-negative")
+    return keccak(encode(["string", "uint256", "address", "uint256", "address", "uint256"],
+                         [SESSION_AUTH_TAG, chain_id, checksum(sessions_contract), job_id, checksum(host), timestamp]))
+
+
+def sign_session_auth(chain_id: int, sessions_contract: str, job_id: int, host: str, timestamp: int,
+                      private_key: str) -> bytes:
+    """The client's 65-byte session-auth signature."""
+    return sign_digest_eip191(session_auth_digest(chain_id, sessions_contract, job_id, host, timestamp), private_key)
+
+
+def recover_session_auth(chain_id: int, sessions_contract: str, job_id: int, host: str, timestamp: int,
+                         signature: bytes) -> Address:
+    """Who signed a session-auth message (the host compares it with the session's client on chain)."""
+    return recover_digest_eip191(session_auth_digest(chain_id, sessions_contract, job_id, host, timestamp), signature)
+
+
+def prompt_digest(job_id: int, message_index: int, timestamp: int, nonce: bytes, content: str) -> bytes:
+    """``keccak256(abi.encode("dinfer-prompt", job_id, message_index, timestamp, bytes32 nonce,
+    bytes32 sha256(utf8 content)))`` — what a client signs for every session prompt (replay protection)."""
+    from eth_abi import encode
+
+    if len(nonce) != 32:
+        raise CryptoError(f"nonce must be 32 bytes, got {len(nonce)}")
+    if min(job_id, message_index, timestamp) < 0:
+        raise CryptoError("job_id, message_index and timestamp must be non-negative")
+    return keccak(encode(["string", "uint256", "uint256", "uint256", "bytes32", "bytes32"],
+                         [PROMPT_TAG, job_id, message_index, timestamp, nonce, sha256(content.encode())]))
+
+
+def sign_prompt(job_id: int, message_index: int, timestamp: int, nonce: bytes, content: str,
+                private_key: str) -> bytes:
+    """The client's 65-byte signature of one session prompt."""
+    return sign_digest_eip191(prompt_digest(job_id, message_index, timestamp, nonce, content), private_key)
+
+
+def recover_prompt_signer(job_id: int, message_index: int, timestamp: int, nonce: bytes, content: str,
+                          signature: bytes) -> Address:
+    """Who signed a session prompt."""
+    return recover_digest_eip191(prompt_digest(job_id, message_index, timestamp, nonce, content), signature)

@@ -1,8 +1,10 @@
 """Local network for `make run`: anvil, the contracts from the genesis file, N hosts with their ML nodes.
 
 Every host is real: its own key and collateral on chain, its own ML node process(es) running llama.cpp, its own
-host-node process, its ML nodes registered through its admin API (which declares them on chain). The epoch group
-of the served model is set by governance (the Epochs issue replaces this with PoC-formed groups). Everything runs
+host-node process, its ML nodes registered through its admin API (which declares them on chain). The genesis epoch's
+group of the served model is set by governance (``add_group_members`` + ``allocate_genesis_nodes``); from block
+``genesis + epoch_length_blocks`` on the hosts run PoC cycles and form the next epochs (docs/epochs.md; override
+the length with ``DevnetSettings.params``). Everything runs
 under a ``Supervisor`` (crashed processes are restarted and reported), logs go to ``<state_dir>/<name>.log``, and
 ``<state_dir>/devnet.json`` tells other tools and tests where everything is.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from dinfer.chain.anvil import DEFAULT_MNEMONIC, AnvilProcess, port_in_use
 from dinfer.chain.backends import connect
@@ -28,7 +31,7 @@ from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
-from dinfer.config import DevnetSettings
+from dinfer.config import DevnetSettings, ProtocolParams, format_validation_error
 from dinfer.errors import ConfigError
 from dinfer.genesis import Genesis, load_genesis
 from dinfer.supervisor import ManagedProcess, Supervisor
@@ -90,6 +93,17 @@ class DevnetInfo:
         return self.hosts[0]["url"] + "/v1" if self.hosts else ""
 
 
+def with_params(genesis: Genesis, overrides: dict[str, int]) -> Genesis:
+    """``genesis`` with ``overrides`` merged over its protocol parameters (validated: ``ConfigError`` names the key)."""
+    if not overrides:
+        return genesis
+    try:
+        params = ProtocolParams(**{**genesis.params.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "devnet.params.")) from None
+    return genesis.model_copy(update={"params": params})
+
+
 def _python_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "dinfer.cli", *args]
 
@@ -108,7 +122,7 @@ class Devnet:
     def __init__(self, settings: DevnetSettings, genesis: Genesis | None = None,
                  on_event: Callable[[str], None] | None = None) -> None:
         self.settings = settings
-        self.genesis = genesis or load_genesis(settings.genesis)
+        self.genesis = with_params(genesis or load_genesis(settings.genesis), settings.params)
         self.state_dir = Path(settings.state_dir).resolve()
         self.anvil: AnvilProcess | None = None
         self.info: DevnetInfo | None = None
@@ -124,7 +138,7 @@ class Devnet:
         wanted = [("anvil", s.anvil_port)]
         for i in range(s.hosts):
             base = s.base_port + 10 * i
-            wanted += [(f"host{i} public", base), (f"host{i} admin", base + 1)]
+            wanted += [(f"host{i} public", base), (f"host{i} admin", base + 1), (f"host{i} callbacks", base + 2)]
             wanted += [(f"host{i} ML node {j}", s.base_port + 100 + 10 * i + j) for j in range(s.mlnodes_per_host)]
         busy = [f"{name} port {port}" for name, port in wanted if port_in_use(port)]
         if busy:
@@ -195,7 +209,8 @@ class Devnet:
         config = self.state_dir / f"host{i}.toml"
         config.write_text(
             f'[chain]\nrpc_urls = ["{self.anvil.url}"]\ndeployment_file = "{deployment_path}"\n\n'
-            f'[node]\npublic_port = {public_port}\nadmin_port = {admin_port}\npublic_url = "{host.url}"\n'
+            f'[node]\npublic_port = {public_port}\nadmin_port = {admin_port}\ncallback_port = {public_port + 2}\n'
+            f'public_url = "{host.url}"\n'
             f'data_dir = "{host.data_dir}"\nbatch_max_delay_s = {max(0.2, s.block_time_s)}\n'
             f"rate_limit_per_minute = {s.host_rate_limit_per_minute}\nmax_attempts = {s.host_max_attempts}\n"
         )
@@ -221,6 +236,8 @@ class Devnet:
         epoch = await epochs.current_epoch()
         self.on_event(f"epoch {epoch}: group for {self.settings.model} with {len(members)} hosts")
         await epochs.add_group(epoch, model_key(self.settings.model), members, [GROUP_WEIGHT] * len(members))
+        # The genesis group's ML nodes and timeslots (POC_SLOT nodes keep serving during the first PoC).
+        await epochs.allocate_genesis_nodes(epoch, self.settings.model)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

@@ -45,6 +45,13 @@ class RateLimiter:
             return 0.0
         return (cost - bucket.tokens) / self.rate
 
+    def charge(self, key: str, cost: float, now: float | None = None) -> None:
+        """Take ``cost`` from ``key``'s bucket unconditionally (it may go negative): work already done, such as the
+        completion tokens of a generation admitted earlier, is paid back before the next ``acquire`` succeeds."""
+        now = time.monotonic() if now is None else now
+        self.acquire(key, 0.0, now)  # creates and refills the bucket; a zero cost never takes anything
+        self._buckets[key].tokens -= cost
+
     @staticmethod
     def retry_after_header(wait_s: float) -> str:
         """Retry-After in whole seconds (rounded up, at least 1)."""

@@ -22,6 +22,8 @@ from dinfer.devnet import Devnet, DevnetInfo
 
 T = TypeVar("T")
 TINY = "dinfer/tiny-random-llama"
+LONG_EPOCH_BLOCKS = 100_000
+"""Epoch length of the shared e2e devnet: no PoC cycle starts during a test run (block time 0.5 s)."""
 
 
 class BackgroundDevnet:
@@ -78,8 +80,11 @@ def make_settings(tmp: Path, model_path: Path, hosts: int = 3, **extra: Any) -> 
     base = free_port()
     while base > 60000 or base < 20000:
         base = free_port()
+    # A long epoch keeps PoC cycles (first one at genesis + epoch_length_blocks) out of the shared devnet's tests;
+    # a test that wants cycles passes params={"epoch_length_blocks": ...}.
+    params = {"epoch_length_blocks": LONG_EPOCH_BLOCKS, **extra.pop("params", {})}
     return DevnetSettings(hosts=hosts, anvil_port=free_port(), base_port=base - base % 10, block_time_s=0.5,
-                          state_dir=tmp, model=TINY, model_path=model_path, **extra)
+                          state_dir=tmp, model=TINY, model_path=model_path, params=params, **extra)
 
 
 def signed_chat(key: str, ta: str, content: str = "hello", *, max_tokens: int = 8, stream: bool = False,

@@ -81,7 +81,8 @@ def registry_constructor_args(genesis: Genesis, treasury: str) -> tuple[Any, ...
 async def deploy_network(
     w3: AsyncWeb3, sender: TxSender, genesis: Genesis, *, treasury: str | None = None
 ) -> Deployment:
-    """Deploy the Registry (genesis parameters and models), then Epochs, Inference and Sessions wired to it."""
+    """Deploy the Registry (genesis parameters and models), then Epochs(registry) with its PoC contract, Inference
+    and Sessions wired to it (order: Registry → Epochs → PoC → Inference → wiring → Sessions)."""
     # Imported here: the ledger module deploys through deploy_contract above (import cycle otherwise).
     from dinfer.chain.contracts.inference import deploy_ledger
     from dinfer.chain.contracts.registry import RegistryClient
@@ -94,8 +95,8 @@ async def deploy_network(
     epochs, inference = await deploy_ledger(w3, sender, RegistryClient(registry, sender))
     sessions = await deploy_sessions(w3, sender, registry.address)
     addresses = {
-        "Registry": registry.address, "Epochs": epochs.address, "Inference": inference.address,
-        "Sessions": sessions.address,
+        "Registry": registry.address, "Epochs": epochs.address, "PoC": await epochs.poc_address(),
+        "Inference": inference.address, "Sessions": sessions.address,
     }
     return Deployment(
         chain_id=await w3.eth.chain_id,

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from dinfer import __version__
 from dinfer.config import Settings
 from dinfer.http_errors import install_error_handlers
-from dinfer.node import admin_api, executor_api, public_api
+from dinfer.node import admin_api, callback_api, epoch_api, executor_api, public_api, sessions_api, ws_sessions
 from dinfer.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,20 @@ def create_public_app(rt: NodeRuntime) -> FastAPI:
     app = FastAPI(title="dinfer host node", version=__version__, docs_url="/docs", redoc_url=None)
     app.state.runtime = rt
     install_error_handlers(app)
+    app.include_router(epoch_api.router)  # first: its /v1/epochs/current supersedes the one in public_api
     app.include_router(public_api.router)
     app.include_router(executor_api.router)
+    app.include_router(sessions_api.router)
+    app.include_router(ws_sessions.router)
+    return app
+
+
+def create_callback_app(rt: NodeRuntime) -> FastAPI:
+    """ML-node callbacks (``node.callback_port``): PoC batches from this host's ML nodes."""
+    app = FastAPI(title="dinfer host node — ML-node callbacks", version=__version__, docs_url=None, redoc_url=None)
+    app.state.runtime = rt
+    install_error_handlers(app)
+    app.include_router(callback_api.router)
     return app
 
 
@@ -47,6 +59,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         uvicorn.Server(uvicorn.Config(create_public_app(rt), host=node.bind, port=node.public_port,
                                       log_level="warning", lifespan="off", timeout_graceful_shutdown=5)),
         uvicorn.Server(uvicorn.Config(create_admin_app(rt), host=node.admin_bind, port=node.admin_port,
+                                      log_level="warning", lifespan="off", timeout_graceful_shutdown=5)),
+        uvicorn.Server(uvicorn.Config(create_callback_app(rt), host=node.bind, port=node.callback_port,
                                       log_level="warning", lifespan="off", timeout_graceful_shutdown=5)),
     ]
     for server in servers:

@@ -49,6 +49,10 @@ class MLNodeEntry:
     last_poll: float = 0.0
     epoch_models: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Model id → the epoch snapshot's model (args merged) this node should load (filled by the epoch logic)."""
+    epoch: int = 0
+    """Epoch ``epoch_models`` / ``epoch_ml_nodes`` belong to (0 until the orchestrator first syncs)."""
+    epoch_ml_nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Model id → this node's ``MLNodeInfo`` in the epoch (weight, throughput, timeslots) where it has one."""
 
     @property
     def load(self) -> int:
@@ -63,6 +67,7 @@ class MLNodeEntry:
             "enabled": self.enabled, "state": self.state, "models": self.models, "queue_depth": self.queue_depth,
             "in_flight": self.reported_in_flight, "dispatched": self.dispatched, "served": self.served,
             "failures": self.failures, "last_error": self.last_error, "last_poll": self.last_poll,
+            "epoch": self.epoch, "epoch_models": sorted(self.epoch_models), "epoch_ml_nodes": self.epoch_ml_nodes,
         }
 
 
@@ -104,6 +109,17 @@ class Broker:
 
     def nodes(self) -> list[MLNodeEntry]:
         return list(self._nodes.values())
+
+    def update_node_with_epoch_data(self, node_id: str, epoch: int, models: dict[str, dict[str, Any]],
+                                    ml_nodes: dict[str, dict[str, Any]]) -> MLNodeEntry:
+        """Record the epoch's models this node should load (snapshot, args merged) and its ``MLNodeInfo`` per model.
+
+        ``inference/up`` commands issued by the epoch orchestrator read ``epoch_models``; the values replace the
+        previous epoch's wholesale.
+        """
+        entry = self._get(node_id)
+        entry.epoch, entry.epoch_models, entry.epoch_ml_nodes = epoch, dict(models), dict(ml_nodes)
+        return entry
 
     def set_version(self, version: str | None) -> None:
         """Point every ML-node client at ``version``'s routes at once (no request sees a mix)."""

@@ -15,6 +15,7 @@ from typing import Any
 from dinfer.chain.contracts.epochs import EpochsClient, Group, MemberStatus, model_key
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.contracts.registry import Model, RegistryClient
+from dinfer.errors import TxReverted
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class ChainView:
         self._short = _TTLCache(ttl)
         self._long = _TTLCache(30.0)
         self._groups: dict[tuple[int, bytes], Group] = {}
+        self._snapshots: dict[tuple[int, str], Model] = {}
+        """Epoch model snapshots never change once taken: cached for good."""
         self._lock = asyncio.Lock()
 
     async def epoch(self) -> int:
@@ -89,12 +92,25 @@ class ChainView:
             cached = self._long.put(key, await self.registry.get_governance_model(model_id))
         return cached  # type: ignore[no-any-return]
 
+    async def epoch_model(self, epoch: int, model_id: str) -> Model | None:
+        """The model as frozen for ``epoch`` (price, args, hash); None when the epoch has no snapshot of it."""
+        key = (epoch, model_id)
+        cached = self._snapshots.get(key)
+        if cached is None:
+            try:
+                cached = await self.epochs.get_epoch_model(epoch, model_id)
+            except TxReverted.named("NoSnapshot"):
+                return None
+            self._snapshots[key] = cached
+        return cached
+
     async def group(self, model_id: str) -> GroupView | None:
-        """Current epoch group for ``model_id`` with fresh statuses; None when the model has no group."""
-        model = await self.model(model_id)
+        """Current epoch group for ``model_id`` with fresh statuses and the epoch's model snapshot (the price the
+        Inference contract charges); None when the model has no group this epoch."""
+        epoch = await self.epoch()
+        model = await self.epoch_model(epoch, model_id)
         if model is None:
             return None
-        epoch = await self.epoch()
         gkey = (epoch, model_key(model_id))
         group = self._groups.get(gkey)
         if group is None:

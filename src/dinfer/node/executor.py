@@ -5,6 +5,7 @@ arrives over HTTP from a TA and when the chain announces it first (reconciliatio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -50,6 +51,9 @@ class Execution:
     first_token_s: float | None = None
     path: str = "http"
     """How the work arrived: ``http`` (from a TA) or ``chain-first`` (from the chain record)."""
+    done: bool = False
+    """The engine's stream reached ``[DONE]``."""
+    recorded: bool = False
 
     def engine_body(self) -> bytes:
         """What the ML node gets: the client's request with dinfer's bounds and (when streaming) usage on."""
@@ -104,17 +108,31 @@ class Executor:
                                        status=resp.status_code if resp.status_code < 500 else 502)
                 if ex.request.stream:
                     async for chunk in self._relay_stream(ex, resp.aiter_raw()):
+                        if ex.done:
+                            await self._record_once(ex)
                         yield chunk
                 else:
                     raw = await resp.aread()
                     self._absorb_json(ex, raw)
+                    await self._record_once(ex)
                     yield raw
-        await self._record(ex)
+        await self._record_once(ex)  # a stream that ended without [DONE]
+
+    async def _record_once(self, ex: Execution) -> None:
+        """Record before the last bytes go out: a client that disconnects right after ``[DONE]`` cancels the
+        response, and code after the final ``yield`` would never run (the finish — the executor's pay — lost).
+        Shielded, so a cancellation that arrives while recording does not cut it in half either."""
+        if ex.recorded:
+            return
+        ex.recorded = True
+        await asyncio.shield(asyncio.ensure_future(self._record(ex)))
 
     async def _relay_stream(self, ex: Execution, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for event in sse.events(chunks):
             data = event.data
-            if isinstance(data, dict):
+            if event.done:
+                ex.done = True
+            elif isinstance(data, dict):
                 if data.get("usage"):
                     ex.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
                     ex.completion_tokens = int(data["usage"].get("completion_tokens", 0))

@@ -86,6 +86,15 @@ class MLNodeClient:
     async def pow_stop(self) -> dict[str, Any]:
         return await self._json("POST", self.endpoint.api_url("pow/stop"))
 
+    async def tokenize(self, content: str | None = None, *, messages: list[dict[str, Any]] | None = None,
+                       model: str | None = None) -> dict[str, Any]:
+        """``POST /v1/tokenize``: ``{tokens, count, context_window}`` of ``content``, or the prompt count of
+        ``messages`` (``tokens`` is null then)."""
+        body: dict[str, Any] = {"content": content} if messages is None else {"messages": messages}
+        if model is not None:
+            body["model"] = model
+        return await self._json("POST", self.endpoint.inference_url("tokenize"), body)
+
     @asynccontextmanager
     async def open_inference(self, path: str, body: bytes, *, ttft_timeout: float,
                              read_timeout: float = 300.0) -> AsyncIterator[httpx.Response]:

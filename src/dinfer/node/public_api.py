@@ -11,11 +11,10 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
-from dinfer.chain.contracts.epochs import model_key
 from dinfer.crypto import checksum, recover_digest_eip191
 from dinfer.errors import CryptoError, DinferError, TxReverted
 from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
-from dinfer.node.chain_view import GroupView
+from dinfer.node.epoch_api import served_snapshot
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
 
@@ -70,20 +69,14 @@ async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     return Response(raw, media_type="application/json", headers=headers_out)
 
 
-async def _served(rt: NodeRuntime) -> list[GroupView]:
-    """The current epoch's groups, one per governance model that has one."""
-    views = [await rt.chain.group(model.id) for model in await rt.registry.get_governance_models()]
-    return [v for v in views if v is not None]
-
-
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """Models with an epoch group this epoch, with their snapshot price."""
+    """The current epoch's snapshot models that have an epoch group, with their snapshot price (docs/epochs.md)."""
+    epoch, served = await served_snapshot(_rt(request))
     data = [{
-        "id": v.model.id, "object": "model", "owned_by": "dinfer", "created": 0, "hf_repo": v.model.hf_repo,
-        "hf_commit": v.model.hf_commit, "price_per_token": v.model.price_per_token, "epoch": v.epoch,
-        "executors": len(v.group.members),
-    } for v in await _served(_rt(request))]
+        "id": model.id, "object": "model", "owned_by": "dinfer", "created": 0, "hf_repo": model.hf_repo,
+        "hf_commit": model.hf_commit, "price_per_token": model.price_per_token, "epoch": epoch, "executors": size,
+    } for model, size in served]
     return {"object": "list", "data": data}
 
 
@@ -162,11 +155,3 @@ async def health(request: Request) -> dict[str, Any]:
             "mlnode_version": rt.versions.version if rt.versions else None,
             "serving": sorted(rt.broker.models()), "tx_queue_depth": rt.writer.depth}
 
-
-@router.get("/v1/epochs/current")
-async def current_epoch(request: Request) -> dict[str, Any]:
-    rt = _rt(request)
-    groups = [{"model": v.model.id, "model_key": "0x" + model_key(v.model.id).hex(), "members": list(v.group.members),
-               "weights": list(v.group.weights), "statuses": [s.name for s in v.statuses]}
-              for v in await _served(rt)]
-    return {"epoch": await rt.chain.epoch(), "block": await rt.w3.eth.block_number, "groups": groups}

@@ -34,7 +34,10 @@ from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Executor
 from dinfer.node.listener import Listener
 from dinfer.node.metrics import NodeMetrics
+from dinfer.node.poc_batches import PoCBatchStore
+from dinfer.node.poc_orchestrator import PoCOrchestrator
 from dinfer.node.remote import ExecutorPeer
+from dinfer.node.session_service import SessionService, start_sessions
 from dinfer.node.store import NodeStore
 from dinfer.node.ta import TransferAgent
 from dinfer.node.upgrades import VersionManager, registration_loader
@@ -64,6 +67,12 @@ class NodeRuntime:
     metrics: NodeMetrics
     versions: VersionManager | None = None
     """ML-node version manager (set in ``start``; see ``node/upgrades.py``)."""
+    sessions: SessionService | None = None
+    """Session role (WebSocket ``/v1/ws`` + ``/v1/sessions``), set in ``start``; see ``node/session_service.py``."""
+    poc_batches: PoCBatchStore | None = None
+    """PoC leaves received from this host's ML nodes (callback API) and their seals; set in ``start``."""
+    poc: PoCOrchestrator | None = None
+    """Epoch / PoC orchestrator (``node/poc_orchestrator.py``); None when ``node.poc_enabled`` is false."""
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -123,6 +132,7 @@ class NodeRuntime:
                      rpc_stats=lambda: (pool.stats().healthy, pool.stats().failures),  # type: ignore[attr-defined]
                      mlnode_states=lambda: [n.state for n in broker.nodes()])
         restored = await restore_nodes(rt)
+        rt.sessions = await start_sessions(rt)
         # ML-node versions (design §5): pick the version before the first poll, then follow the chain.
         async def height() -> int:
             return int(await w3.eth.block_number)
@@ -135,6 +145,16 @@ class NodeRuntime:
             asyncio.create_task(poller.run(rt._stop), name="listener"),
             asyncio.create_task(rt.versions.run(rt._stop), name="mlnode-versions"),
         ]
+        # Epochs and PoC (docs/epochs.md): follow the stage clock, drive this host's ML nodes through each cycle.
+        rt.poc_batches = await PoCBatchStore.open(store)
+        if node.poc_enabled:
+            async def block_hash(number: int) -> str:
+                return "0x" + bytes((await w3.eth.get_block(number))["hash"]).hex()
+
+            rt.poc = PoCOrchestrator(address=keypair.address, settings=node, epochs=epochs, registry=registry,
+                                     broker=broker, store=store, batches=rt.poc_batches, http=http, height=height,
+                                     block_hash=block_hash)
+            rt._tasks.append(asyncio.create_task(rt.poc.run(rt._stop), name="poc-orchestrator"))
         log.info("host node %s started (dinfer %s, chain %d, Registry %s, %d ML node(s) restored)", keypair.address,
                  __version__, chain_id, deployment.address("Registry"), restored)
         return rt
@@ -149,6 +169,8 @@ class NodeRuntime:
         if self.versions is not None:
             await self.versions.close()
         await self.listener.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.drain(timeout=5.0), timeout=15.0)
         await self.writer.close()

@@ -253,6 +253,8 @@ class TransferAgent:
                         usage = data["usage"]
                         if not data.get("choices") and not acc.request.include_usage:
                             continue
+                    if event.done:
+                        record.status = "COMPLETED"  # before the client sees the end (it may leave right after)
                     yield event.raw
             else:
                 raw = out.first + b"".join([c async for c in out.upstream.rest()])
@@ -267,18 +269,27 @@ class TransferAgent:
         else:
             record.status = "COMPLETED"
         finally:
-            await out.upstream.close()
-            record.prompt_tokens = int(usage.get("prompt_tokens", 0))
-            record.completion_tokens = int(usage.get("completion_tokens", 0))
-            self.metrics.tokens.labels(kind="prompt").inc(record.prompt_tokens)
-            self.metrics.tokens.labels(kind="completion").inc(record.completion_tokens)
-            record.cost_wei = (record.prompt_tokens + record.completion_tokens) * acc.price
-            fresh = await self.store.get_inference(record.id)
-            if fresh is not None:  # keep what the chain writer recorded meanwhile
-                record.txs = {**fresh.txs, **record.txs}
-                if fresh.status == "REJECTED":
-                    record.status, record.error = fresh.status, fresh.error
-            await self.store.put_inference(record)
+            # Shielded: a client that disconnects right after [DONE] cancels this generator, and (under anyio's
+            # level-triggered cancellation) every unshielded await here would be cut, leaving the record STREAMING.
+            await asyncio.shield(asyncio.ensure_future(self._close_record(acc, out, usage)))
+
+    async def _close_record(self, acc: Accepted, out: Outcome, usage: dict[str, Any]) -> None:
+        """After the answer: close the upstream and store token counts, cost and whatever the chain writer saw."""
+        record = out.record
+        await out.upstream.close()
+        if record.status == "STREAMING":
+            record.status, record.error = "FAILED", "the client disconnected before the end of the answer"
+        record.prompt_tokens = int(usage.get("prompt_tokens", 0))
+        record.completion_tokens = int(usage.get("completion_tokens", 0))
+        self.metrics.tokens.labels(kind="prompt").inc(record.prompt_tokens)
+        self.metrics.tokens.labels(kind="completion").inc(record.completion_tokens)
+        record.cost_wei = (record.prompt_tokens + record.completion_tokens) * acc.price
+        fresh = await self.store.get_inference(record.id)
+        if fresh is not None:  # keep what the chain writer recorded meanwhile
+            record.txs = {**fresh.txs, **record.txs}
+            if fresh.status == "REJECTED":
+                record.status, record.error = fresh.status, fresh.error
+        await self.store.put_inference(record)
 
     async def on_chain_outcome(self, kind: str, iid: str, outcome: str, detail: str) -> None:
         """Chain writer callback: tx hashes and refusals into the local record (the chain stays authoritative)."""

@@ -1,4 +1,4 @@
-"""Fixtures for the Epochs contract tests: Epochs deployed by the owner."""
+"""Fixtures for the Epochs contract tests: Epochs (+ PoC) deployed by the owner next to the genesis Registry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from dinfer.chain.deploy import deploy_contract
 
 
 @pytest.fixture
-async def epochs(chain, actors, sender_for) -> EpochsClient:  # type: ignore[no-untyped-def]
+async def epochs(chain, registry, actors, sender_for) -> EpochsClient:  # type: ignore[no-untyped-def]
     sender = sender_for(actors.owner)
-    return EpochsClient(await deploy_contract(chain.w3, sender, "Epochs"), sender)
+    client = EpochsClient(await deploy_contract(chain.w3, sender, "Epochs", registry.address), sender)
+    poc = await deploy_contract(chain.w3, sender, "PoC", client.address, registry.address)
+    await client.set_poc(poc.address)
+    return client

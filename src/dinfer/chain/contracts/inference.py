@@ -194,17 +194,25 @@ class InferenceClient(ContractClient):
     async def missed_stat_test_fails(self, missed: int, total: int) -> bool:
         return bool(await self._call("missed_stat_test_fails", missed, total))
 
+    async def model_tokens(self, epoch: int, model_key: bytes) -> int:
+        """Prompt + completion tokens of the model's inferences finished in ``epoch`` (Epochs' demand measure)."""
+        return int(await self._call("model_tokens", epoch, model_key))
+
 
 async def deploy_ledger(
     w3: AsyncWeb3, sender: TxSender, registry: RegistryClient
 ) -> tuple[EpochsClient, InferenceClient]:
-    """Deploy Epochs and Inference next to ``registry`` (the sender must own it) and wire their roles.
+    """Deploy Epochs (+ its PoC contract) and Inference next to ``registry`` (the sender must own it) and wire them.
 
-    The MissedStatTest table is generated from the Registry's current ``missed_p0_bps`` / ``missed_alpha_bps``.
+    Order: Epochs(registry) → PoC(epochs, registry) → Epochs.set_poc → Inference(registry, epochs) →
+    Epochs.set_inference → Registry.set_slasher(inference). The MissedStatTest table is generated from the
+    Registry's current ``missed_p0_bps`` / ``missed_alpha_bps``.
     """
     p0 = await registry.param("missed_p0_bps")
     alpha = await registry.param("missed_alpha_bps")
-    epochs = EpochsClient(await deploy_contract(w3, sender, "Epochs"), sender)
+    epochs = EpochsClient(await deploy_contract(w3, sender, "Epochs", registry.address), sender)
+    poc = await deploy_contract(w3, sender, "PoC", epochs.address, registry.address)
+    await epochs.set_poc(poc.address)
     table = pack_critical_values(critical_values(p0, alpha))
     contract = await deploy_contract(
         w3, sender, "Inference", registry.address, epochs.address, table, p0, alpha, z_alpha_e4(alpha)

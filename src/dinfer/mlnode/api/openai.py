@@ -15,14 +15,16 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dinfer.config import format_validation_error
 from dinfer.errors import DinferError, InvalidRequest
 from dinfer.http_errors import JSONBytesResponse, classify
 from dinfer.mlnode.api.state import AppState, get_state
 from dinfer.mlnode.engines.base import Kind
 from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
 from dinfer.mlnode.pool import Lease
-from dinfer.openai_types import OpenAIRequest, parse_request
+from dinfer.openai_types import ChatMessage, OpenAIRequest, parse_request
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
@@ -47,6 +49,40 @@ async def models(st: State) -> dict[str, Any]:
     pool = st.manager.pool if st.manager.state.value == "INFERENCE" else None
     data = [{"id": pool.model_id, "object": "model", "owned_by": st.settings.node_id}] if pool else []
     return {"object": "list", "data": data}
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /v1/tokenize``: plain ``content`` (its token ids), or chat ``messages`` (the templated prompt's count,
+    exactly what usage will report as ``prompt_tokens``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=128)
+    content: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+
+
+@router.post("/v1/tokenize")
+async def tokenize(request: Request, st: State) -> dict[str, Any]:
+    """Token ids and count of ``content`` (or the prompt count of ``messages``) with the loaded model's tokenizer,
+    plus the engine's ``context_window`` (null when the engine checks it itself). The host node's session
+    context trimming uses it; it takes no place in the engine queue."""
+    try:
+        req = TokenizeRequest.model_validate(orjson.loads(await request.body()))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"tokenize body is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid tokenize request: {format_validation_error(exc)}") from None
+    if (req.content is None) == (req.messages is None):
+        raise InvalidRequest("tokenize needs exactly one of 'content' (a string) or 'messages' (a chat)")
+    engine = st.manager.pool_for(req.model).engines()[0]
+    if req.content is not None:
+        tokens: list[int] | None = await engine.tokenize(req.content)
+        count = len(tokens or [])
+    else:
+        body = {"messages": [m.model_dump(exclude_none=True) for m in req.messages or []]}
+        tokens, count = None, await engine.count_prompt_tokens("chat", body)
+    return {"model": engine.model_id, "tokens": tokens, "count": count, "context_window": engine.context_window}
 
 
 @dataclass

@@ -89,6 +89,10 @@ class Engine(Protocol):
         """Prompt tokens of ``body`` exactly as the engine counts them (for usage in streams)."""
         ...
 
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of plain ``text`` (no chat template, no BOS) — what ``POST /v1/tokenize`` answers."""
+        ...
+
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """Non-streaming ``chat.completion``, built from ``stream`` with the ML node's metering."""
         ...

@@ -110,6 +110,14 @@ class LlamaCppEngine(OpenAIServerEngine):
         self._check_ready()
         return await asyncio.to_thread(self._count, kind, body)
 
+    async def tokenize(self, text: str) -> list[int]:
+        """Local vocab-only tokenizer (same GGUF as the server): never waits behind a running generation, which
+        ``/extras/tokenize`` of ``llama_cpp.server`` would (it shares the model lock)."""
+        self._check_ready()
+        vocab = self._vocab
+        return await asyncio.to_thread(lambda: list(vocab.tokenize(text.encode("utf-8"), add_bos=False,
+                                                                   special=False)))
+
     def _count(self, kind: Kind, body: dict[str, Any]) -> int:
         vocab = self._vocab
         if kind == "completion":

@@ -69,3 +69,15 @@ class VLLMEngine(OpenAIServerEngine):
         if resp.status_code != 200:
             raise EngineFailed(f"vllm /tokenize failed ({resp.status_code}): {resp.text[:300]}")
         return int(resp.json()["count"])
+
+    async def tokenize(self, text: str) -> list[int]:
+        """vLLM's ``POST /tokenize`` of plain text without special tokens."""
+        self._check_ready()
+        payload = {"model": self.model_id, "prompt": text, "add_special_tokens": False}
+        try:
+            resp = await self._client.post(self.base_url + "/tokenize", json=payload, timeout=30.0)
+        except httpx.TransportError as exc:
+            raise EngineFailed(f"vllm engine connection failed: {exc}") from exc
+        if resp.status_code != 200:
+            raise EngineFailed(f"vllm /tokenize failed ({resp.status_code}): {resp.text[:300]}")
+        return [int(t) for t in resp.json().get("tokens") or []]
