@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 ANVIL := node_modules/.bin/anvil
 PYTEST_ARGS ?=
+# llama-cpp-python builds llama.cpp from source. Build it for a portable x86-64 baseline (AVX2/FMA/F16C) instead of
+# -march=native: on CPUs with AVX-512/AMX (seen here: a Xeon with AMX_INT8) the native build of 0.3.36 segfaults
+# while decoding SmolLM2's Q4_1 weights. Ignored on other architectures; override CMAKE_ARGS to tune for a box.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: run test test-full install install-test lint bench clean devnet-down
 

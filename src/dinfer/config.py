@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dinfer.errors import ConfigError
@@ -201,7 +201,7 @@ class NodeSettings(_Frozen):
     """Longest wait for the old version's in-flight requests to finish before ``POST /api/v1/stop``."""
     session_jwt_ttl_s: int = Field(900, ge=10, le=86_400)
     """Lifetime of the JWT a session client gets from ``session_init`` / ``POST /v1/sessions/{job}/token``."""
-    session_proof_checkpoints: int = Field(10, ge=1, le=10_000)
+    session_proof_checkpoints: int = Field(25, ge=1, le=10_000)
     """Checkpoints (receipt requests, one per ``checkpoint_tokens`` billed) between two session proofs on chain."""
     session_receipt_wait_s: float = Field(5.0, ge=0, le=600)
     """How long a due proof waits for the client's receipt before falling back to an unsigned (time-bounded) claim."""
@@ -306,6 +306,32 @@ class DevnetSettings(_Frozen):
     """``node.max_attempts`` of every devnet host."""
     params: dict[str, int] = {}
     """Protocol parameters merged over the genesis file's ``[params]`` (e.g. ``{"epoch_length_blocks": 100000}``)."""
+    layout: list[list[str]] | None = None
+    """Per host, the governance model each of its ML nodes serves, e.g. ``[["a"], ["a", "a"], ["a", "b"]]`` (host 0
+    one node, host 1 two, host 2 one per model). Unset: ``hosts`` × ``mlnodes_per_host`` nodes serving ``model``."""
+    model_paths: dict[str, Path] = {}
+    """GGUF file per model id, for models an ML node cannot find by id (generated test models)."""
+
+    def host_models(self) -> list[list[str]]:
+        """The model of every ML node of every host (``layout`` or the uniform default)."""
+        if self.layout is not None:
+            return [list(models) for models in self.layout]
+        return [[self.model] * self.mlnodes_per_host for _ in range(self.hosts)]
+
+    def path_of(self, model_id: str) -> Path | None:
+        """Local GGUF of ``model_id``: ``model_paths``, else ``model_path`` for ``model``, else None (found by id)."""
+        if model_id in self.model_paths:
+            return self.model_paths[model_id]
+        return self.model_path if model_id == self.model else None
+
+    @model_validator(mode="after")
+    def _layout_matches_hosts(self) -> DevnetSettings:
+        if self.layout is not None:
+            if len(self.layout) != self.hosts:
+                raise ValueError(f"layout describes {len(self.layout)} hosts but hosts = {self.hosts}")
+            if any(not 1 <= len(models) <= 8 for models in self.layout):
+                raise ValueError("every host in layout needs 1 to 8 ML nodes")
+        return self
 
 
 class Settings(BaseSettings):

@@ -139,7 +139,8 @@ class Devnet:
         for i in range(s.hosts):
             base = s.base_port + 10 * i
             wanted += [(f"host{i} public", base), (f"host{i} admin", base + 1), (f"host{i} callbacks", base + 2)]
-            wanted += [(f"host{i} ML node {j}", s.base_port + 100 + 10 * i + j) for j in range(s.mlnodes_per_host)]
+            wanted += [(f"host{i} ML node {j}", s.base_port + 100 + 10 * i + j)
+                       for j in range(len(s.host_models()[i]))]
         busy = [f"{name} port {port}" for name, port in wanted if port_in_use(port)]
         if busy:
             raise ConfigError(f"ports in use: {', '.join(busy)}; stop what uses them or pick others with "
@@ -147,7 +148,8 @@ class Devnet:
 
     async def start(self) -> DevnetInfo:
         s = self.settings
-        self.genesis.model(s.model)  # the served model must be a governance model
+        for model in {m for models in s.host_models() for m in models} | {s.model}:
+            self.genesis.model(model)  # every served model must be a governance model
         self._check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.on_event("starting anvil")
@@ -170,7 +172,7 @@ class Devnet:
             hosts = [await self._start_host(w3, i, deployment, deployment_path) for i in range(s.hosts)]
             self.info.hosts = [asdict(h) for h in hosts]
             if hosts:
-                await self._form_group(w3, sender, deployment, [h.address for h in hosts])
+                await self._form_groups(w3, sender, deployment, [h.address for h in hosts])
             if s.demo_deposit_wei:
                 demo = InferenceClient(bind(w3, "Inference", deployment.address("Inference")),
                                        TxSender(w3, client, poll_interval=0.1))
@@ -196,7 +198,7 @@ class Devnet:
         metadata = json.dumps({"hardware": "cpu", "region": "local", "devnet": True})
         await registry.register_host(host.url, metadata, s.host_collateral_wei)
         await registry.sender.close()  # type: ignore[union-attr]
-        for j in range(s.mlnodes_per_host):
+        for j, model in enumerate(s.host_models()[i]):
             port = s.base_port + 100 + 10 * i + j
             node_id = f"host{i}-ml{j}"
             self.on_event(f"{node_id}: starting ML node on port {port}")
@@ -205,7 +207,7 @@ class Devnet:
                                      "--threads", str(s.mlnode_threads)),
                 self.state_dir / f"{node_id}.log", ready=_http_ok(f"http://127.0.0.1:{port}/livez"),
             ))
-            host.mlnodes.append({"node_id": node_id, "url": f"http://127.0.0.1:{port}"})
+            host.mlnodes.append({"node_id": node_id, "url": f"http://127.0.0.1:{port}", "model": model})
         config = self.state_dir / f"host{i}.toml"
         config.write_text(
             f'[chain]\nrpc_urls = ["{self.anvil.url}"]\ndeployment_file = "{deployment_path}"\n\n'
@@ -221,23 +223,30 @@ class Devnet:
         ))
         async with httpx.AsyncClient(timeout=300) as http:
             for ml in host.mlnodes:
-                self.on_event(f"{ml['node_id']}: loading {s.model}")
-                body: dict[str, Any] = {"node_id": ml["node_id"], "url": ml["url"], "models": [s.model],
+                self.on_event(f"{ml['node_id']}: loading {ml['model']}")
+                body: dict[str, Any] = {"node_id": ml["node_id"], "url": ml["url"], "models": [ml["model"]],
                                         "hardware": "cpu", "throughput": 100}
-                if s.model_path is not None:
-                    body["model_path"] = str(s.model_path)
+                path = s.path_of(ml["model"])
+                if path is not None:
+                    body["model_path"] = str(path)
                 resp = await http.post(f"{host.admin_url}/admin/mlnodes", json=body)
                 if resp.status_code != 201:
                     raise ConfigError(f"host{i}: registering {ml['node_id']} failed: {resp.text}")
         return host
 
-    async def _form_group(self, w3: Any, sender: TxSender, deployment: Deployment, members: list[str]) -> None:
+    async def _form_groups(self, w3: Any, sender: TxSender, deployment: Deployment, members: list[str]) -> None:
+        """The genesis epoch's groups, one per served model: each host weighs ``GROUP_WEIGHT`` per ML node serving
+        the model. Then the groups' ML nodes and timeslots (POC_SLOT nodes keep serving during the first PoC)."""
         epochs = EpochsClient(bind(w3, "Epochs", deployment.address("Epochs")), sender)
         epoch = await epochs.current_epoch()
-        self.on_event(f"epoch {epoch}: group for {self.settings.model} with {len(members)} hosts")
-        await epochs.add_group(epoch, model_key(self.settings.model), members, [GROUP_WEIGHT] * len(members))
-        # The genesis group's ML nodes and timeslots (POC_SLOT nodes keep serving during the first PoC).
-        await epochs.allocate_genesis_nodes(epoch, self.settings.model)
+        layout = self.settings.host_models()
+        for model in dict.fromkeys(m for models in layout for m in models):
+            serving = [(host, models.count(model)) for host, models in zip(members, layout, strict=True)
+                       if model in models]
+            self.on_event(f"epoch {epoch}: group for {model} with {len(serving)} hosts")
+            await epochs.add_group(epoch, model_key(model), [h for h, _ in serving],
+                                   [GROUP_WEIGHT * n for _, n in serving])
+            await epochs.allocate_genesis_nodes(epoch, model)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

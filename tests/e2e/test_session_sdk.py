@@ -22,6 +22,7 @@ from dinfer.chain.backends import connect
 from dinfer.chain.contracts.sessions import SessionsClient, SessionState
 from dinfer.chain.deploy import bind
 from dinfer.chain.txqueue import TxSender
+from dinfer.config import NodeSettings
 from dinfer.crypto import Keypair
 from dinfer.retry import RetryPolicy
 from dinfer.sdk._session_wire import SessionKeys, signed_auth
@@ -33,7 +34,7 @@ ETH = 10**18
 PRICE = 100_000_000  # the tiny model's governance price (genesis/devnet.toml)
 DEPOSIT = 10**15  # 10 million tokens at PRICE
 CHECKPOINT = 100
-PROOF_EVERY = 10  # node.session_proof_checkpoints default
+PROOF_EVERY = NodeSettings.model_fields["session_proof_checkpoints"].default
 MIN_PROVEN = 100
 
 

@@ -304,7 +304,7 @@ class SessionService:
         ack = {"job_id": job_id, "token": token, "expires_at": exp, "model": model,
                "cumulative_tokens": record.cumulative_tokens,
                "checkpoint_tokens": (await self.params()).checkpoint_tokens,
-               "context_tokens": record.context_tokens,
+               "context_tokens": record.context_tokens, "last_message_index": record.last_message_index,
                "max_tokens": max(0, session.max_tokens - max(record.cumulative_tokens, session.cumulative_tokens)),
                "resumed": resumed}
         return Opened(job_id, client, model, ack)
@@ -518,9 +518,10 @@ class SessionService:
 
     async def _checkpoint(self, job_id: int, job: _Job, old: int, new: int) -> None:
         step = (await self.params()).checkpoint_tokens
-        if new // step <= old // step:
+        crossed = new // step - old // step
+        if crossed <= 0:
             return
-        await self.store.add_checkpoint(job_id)
+        await self.store.add_checkpoint(job_id, crossed)  # one per multiple passed, so proofs keep their pace
         message = {"type": "receipt_request", "job_id": job_id, "cumulative_tokens": new}
         for notify in list(job.notifiers):
             with contextlib.suppress(Exception):  # a closing socket must not fail the billing path

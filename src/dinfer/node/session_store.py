@@ -161,10 +161,11 @@ class SessionStore:
         data = json.dumps([{"role": e.role, "content": e.content, "tokens": e.tokens} for e in context])
         await self._update(job_id, "context = ?", (data,))
 
-    async def add_checkpoint(self, job_id: int) -> int:
+    async def add_checkpoint(self, job_id: int, crossed: int = 1) -> int:
+        """Count ``crossed`` more checkpoints (multiples of ``checkpoint_tokens`` passed); the new total."""
         rows = list(await self._db.execute_fetchall(
-            "UPDATE session_jobs SET checkpoints = checkpoints + 1, updated_at = ? WHERE job_id = ?"
-            " RETURNING checkpoints", (time.time(), job_id)))
+            "UPDATE session_jobs SET checkpoints = checkpoints + ?, updated_at = ? WHERE job_id = ?"
+            " RETURNING checkpoints", (crossed, time.time(), job_id)))
         return int(rows[0][0])
 
     async def set_receipt(self, job_id: int, tokens: int, signature: str) -> bool:
