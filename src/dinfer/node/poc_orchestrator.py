@@ -264,24 +264,27 @@ class PoCOrchestrator:
                  kernel.dim, self.settings.poc_batch_size)
 
     async def _commit_all(self, cycle: Cycle, *, submit: bool) -> None:
-        """Stop each generating node, seal its leaves and (in POC_GENERATE) submit the batch."""
-        for node_id, model in list(cycle.generating.items()):
-            key = ("commit", node_id)
-            if not cycle.steps.due(key):
-                continue
-            try:
-                outcome = await self._commit_node(cycle, node_id, model, submit)
-                cycle.steps.succeed(key, outcome)
-            except TxReverted as exc:
-                if exc.reason == "DuplicateBatch":
-                    cycle.steps.succeed(key, "already on chain")
-                else:
-                    cycle.steps.give_up(key, exc.reason)
-                    log.error("cycle %d: submit_poc_batch for %s refused: %s", cycle.poc_start, node_id, exc.reason)
-            except (DinferError, OSError) as exc:
-                attempts = cycle.steps.fail(key, str(exc))
-                log.warning("cycle %d: committing %s failed (attempt %d): %s", cycle.poc_start, node_id, attempts,
-                            exc)
+        """Stop each generating node, seal its leaves and (in POC_GENERATE) submit the batch — all nodes at once:
+        one after the other, each stop + seal + mined transaction costs a block or more, and the last node's batch
+        would miss the stage (seen on a 0.5 s-block devnet with two nodes)."""
+        due = [(node_id, model) for node_id, model in list(cycle.generating.items())
+               if cycle.steps.due(("commit", node_id))]
+        await asyncio.gather(*(self._commit_step(cycle, node_id, model, submit) for node_id, model in due))
+
+    async def _commit_step(self, cycle: Cycle, node_id: str, model: str, submit: bool) -> None:
+        key = ("commit", node_id)
+        try:
+            outcome = await self._commit_node(cycle, node_id, model, submit)
+            cycle.steps.succeed(key, outcome)
+        except TxReverted as exc:
+            if exc.reason == "DuplicateBatch":
+                cycle.steps.succeed(key, "already on chain")
+            else:
+                cycle.steps.give_up(key, exc.reason)
+                log.error("cycle %d: submit_poc_batch for %s refused: %s", cycle.poc_start, node_id, exc.reason)
+        except (DinferError, OSError) as exc:
+            attempts = cycle.steps.fail(key, str(exc))
+            log.warning("cycle %d: committing %s failed (attempt %d): %s", cycle.poc_start, node_id, attempts, exc)
 
     async def _commit_node(self, cycle: Cycle, node_id: str, model: str, submit: bool) -> str:
         commit = await self.batches.get_commit(cycle.poc_start, node_id)
@@ -316,11 +319,13 @@ class PoCOrchestrator:
         if not batches:
             return
         sample_seed = bytes.fromhex((await self._block_hash(cycle.poc_start + params.poc_generate_blocks))[2:])
-        for b in batches:
+        steps = []
+        for b in batches:  # concurrently: each verdict waits for its transaction to be mined
             ref = BatchRef(cycle.poc_start, b.host, b.node_id, b.model_id, b.nonce_count, _hex(b.merkle_root))
             key = ("validate", b.host, b.node_id)
             if cycle.steps.due(key):
-                await self._validate_one(cycle, ref, params, sample_seed, key)
+                steps.append(self._validate_one(cycle, ref, params, sample_seed, key))
+        await asyncio.gather(*steps)
 
     async def _validate_one(self, cycle: Cycle, ref: BatchRef, params: ProtocolParams, sample_seed: bytes,
                             key: tuple[str, ...]) -> None:
