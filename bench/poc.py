@@ -6,7 +6,7 @@ Run: ``.venv/bin/python -m bench.poc`` or ``make bench`` (writes ``bench/results
    with ``max_nonces`` and no callback, for the kernel of each genesis model (``params_for_model`` of its
    ``throughput_per_nonce``) at the genesis ``poc_r_target_ppm``; the figure is what its ``/api/v1/pow/status``
    reports when the job is DONE (nonces processed / elapsed), plus the share of valid nonces.
-2. **Epoch cycle**: a devnet (3 hosts × 1 ML node, tiny model, 0.5 s blocks, epoch 60 blocks: generate 12,
+2. **Epoch cycle**: a devnet (3 hosts × 1 ML node, tiny model, 0.5 s blocks, epoch 120 blocks: generate 12,
    validate 8, model loading 4) runs through its first PoC cycle. Measured from the first POC_GENERATE block to the
    moment every host is back in INFERENCE on the new epoch with its ML nodes serving: wall seconds, blocks, batches
    and validations on chain, and the gas of ``switch_epoch``.
@@ -40,7 +40,7 @@ from dinfer.mlnode.poc import params_for_model  # noqa: E402
 
 NONCES = {100: 60_000, 1000: 8_000}
 """max_nonces per throughput_per_nonce: a few seconds each on 2 cores."""
-CYCLE = {"epoch_length_blocks": 60, "poc_generate_blocks": 12, "poc_validate_blocks": 8,
+CYCLE = {"epoch_length_blocks": 120, "poc_generate_blocks": 12, "poc_validate_blocks": 8,
          "model_loading_blocks": 4, "end_of_epoch_blocks": 2}
 BLOCK_TIME_S = 0.5
 TINY = "dinfer/tiny-random-llama"
@@ -125,7 +125,10 @@ async def _cycle(tiny_model: Path, state: Path) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=10) as http:
                 first = (await http.get(f"{url}/v1/epochs/current")).json()
-                poc_start = first["genesis_block"] + CYCLE["epoch_length_blocks"]
+                length, genesis = CYCLE["epoch_length_blocks"], first["genesis_block"]
+                height = int(await w3.eth.block_number)
+                poc_start = genesis + length * max(1, -(-(height + 1 - genesis) // length))  # next cycle start
+                target_epoch = first["epoch"] + 1
                 while int(await w3.eth.block_number) < poc_start:
                     await asyncio.sleep(0.05)
                 t0, h0 = time.perf_counter(), int(await w3.eth.block_number)
@@ -136,14 +139,14 @@ async def _cycle(tiny_model: Path, state: Path) -> dict[str, Any]:
                     serving = all(any(s == "INFERENCE" for s in st["mlnodes"].values()) and TINY in st["serving"]
                                   for st in states)
                     all_back = all(all(s == "INFERENCE" for s in st["mlnodes"].values()) for st in states)
-                    if now["epoch"] == 2 and serving and all_back:
+                    if now["epoch"] == target_epoch and serving and all_back:
                         break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"no full cycle within 300 s: {now}")
                     await asyncio.sleep(0.1)
                 wall, blocks = time.perf_counter() - t0, int(await w3.eth.block_number) - h0
             batches = await epochs.get_poc_batches(poc_start)
-            switch_block = await epochs.epoch_start_block(2)
+            switch_block = await epochs.epoch_start_block(target_epoch)
             block = await w3.eth.get_block(switch_block, full_transactions=True)
             switch_gas = 0
             for tx in block["transactions"]:

@@ -27,9 +27,10 @@ S_NONE: constant(uint256) = 0
 STARTED: constant(uint256) = 1
 FINISHED: constant(uint256) = 2
 EXPIRED: constant(uint256) = 3
-INVALIDATED: constant(uint256) = 4  # set by validation (later issue); refused by finish/expire/reassign
+INVALIDATED: constant(uint256) = 4  # set by the Validation contract; refused by finish/expire/reassign
 
 ACTIVE: constant(uint8) = 0
+INVALID: constant(uint8) = 2
 WALK_OK: constant(uint8) = 0
 WALK_EMPTY_GROUP: constant(uint8) = 3
 
@@ -48,6 +49,7 @@ P_REQUEST_WINDOW: constant(uint256) = 20
 registry: public(IRegistry)
 epochs: public(IEpochs)
 owner: public(address)
+validation: public(address)  # Validation.vy: the only caller of invalidate / pay_validator
 
 _records: HashMap[bytes32, uint256]  # one packed word per inference (lib_record)
 _skipped: HashMap[bytes32, DynArray[address, MAX_SKIP]]
@@ -66,7 +68,8 @@ initializes: lib_escrow
 exports: (
     lib_downtime.table_p0_bps, lib_downtime.table_alpha_bps, lib_downtime.z_alpha_e4,
     lib_escrow.deposit, lib_escrow.withdraw, lib_escrow.withdraw_earnings, lib_escrow.balance_of,
-    lib_escrow.earnings, lib_escrow.client_index, lib_escrow.client_count,
+    lib_escrow.earnings, lib_escrow.client_index, lib_escrow.client_count, lib_escrow.debts,
+    lib_escrow.owed_refunds, lib_escrow.owed_fees, lib_escrow.settle_debt,
 )
 
 
@@ -91,6 +94,17 @@ def set_missed_test(table: uint256[17], p0_bps: uint256, alpha_bps: uint256, z_e
     """
     assert msg.sender == self.owner, "NotOwner"
     lib_downtime.set_missed_test(self.registry, table, p0_bps, alpha_bps, z_e4)
+
+
+@external
+def set_validation(validation: address):
+    """
+    @notice The Validation contract, trusted to invalidate finished inferences and charge their executors.
+    """
+    assert msg.sender == self.owner, "NotOwner"
+    assert validation != empty(address), "ZeroAddress"
+    self.validation = validation
+    log IInference.ValidationContractSet(validation=validation)
 
 
 # ---------------------------------------------------------------- start
@@ -347,7 +361,8 @@ def _finish_one(rec: IInference.FinishRecord, expiration: uint256, group: uint25
     refund: uint256 = reserved * price - cost
     # effects
     word = lib_record.with_finish(
-        word, FINISHED, position - 1, convert(rec.prompt_tokens, uint256), convert(rec.completion_tokens, uint256)
+        word, FINISHED, position - 1, convert(rec.prompt_tokens, uint256), convert(rec.completion_tokens, uint256),
+        block.number,
     )
     self._records[rec.inference_id] = word
     lib_escrow.balances[lib_record.client(word)] += refund
@@ -435,6 +450,42 @@ def reassign(records: DynArray[IInference.ReassignRecord, MAX_BATCH]):
             reason = self._reassign_one(rec, ta, max_draws)
         if len(reason) > 0:
             log IInference.RecordRejected(inference_id=rec.inference_id, reason=reason)
+
+
+# ---------------------------------------------------------------- validation (called by Validation.vy)
+
+@external
+def invalidate(inference_id: bytes32, make_invalid: bool) -> address:
+    """
+    @notice A confirmed-invalid inference: status INVALIDATED and the client's charge back from the executor's
+            earnings (the shortfall becomes the executor's debt). `make_invalid` also sets the executor INVALID.
+    @return The executor (the finisher).
+    """
+    # checks
+    assert msg.sender == self.validation, "NotValidation"
+    word: uint256 = self._records[inference_id]
+    assert lib_record.status(word) == FINISHED, "NotFinished"
+    executor: address = self._executor_of(word)
+    client: address = lib_escrow.client_at[lib_record.client(word)]
+    price: uint256 = self._price[lib_record.epoch(word)][self._model_at[lib_record.model(word)]] - 1
+    cost: uint256 = (lib_record.prompt_tokens(word) + lib_record.completion_tokens(word)) * price
+    # effects
+    self._records[inference_id] = lib_record.with_status(word, INVALIDATED)
+    lib_escrow.charge(executor, client, cost, True)
+    log IInference.InferenceInvalidated(inference_id=inference_id, executor=executor, client=client, refund=cost)
+    # interactions
+    if make_invalid:
+        extcall self.epochs.set_status(executor, INVALID)
+    return executor
+
+
+@external
+def pay_validator(executor: address, validator: address, amount: uint256):
+    """
+    @notice Move a validation fee from the executor's earnings to the validator's (shortfall → debt).
+    """
+    assert msg.sender == self.validation, "NotValidation"
+    lib_escrow.charge(executor, validator, amount, False)
 
 
 # ---------------------------------------------------------------- queries

@@ -13,6 +13,9 @@ client_at: HashMap[uint256, address]
 client_count: public(uint256)
 balances: HashMap[uint256, uint256]  # client index → unreserved wei
 earnings: public(HashMap[address, uint256])
+debts: public(HashMap[address, uint256])  # executor → validation charges its earnings could not cover
+owed_refunds: public(HashMap[address, HashMap[address, uint256]])  # executor → client → unpaid refund
+owed_fees: public(HashMap[address, HashMap[address, uint256]])  # executor → validator → unpaid validation fee
 
 
 @external
@@ -59,6 +62,7 @@ def withdraw_earnings():
     # checks
     amount: uint256 = self.earnings[msg.sender]
     assert amount > 0, "NothingToWithdraw"
+    assert self.debts[msg.sender] == 0, "OutstandingDebt"  # settle_debt first: creditors are paid before hosts
     # effects
     self.earnings[msg.sender] = 0
     log IInference.EarningsWithdrawn(host=msg.sender, amount=amount)
@@ -73,3 +77,48 @@ def balance_of(client: address) -> uint256:
     @notice Unreserved balance of a client.
     """
     return self.balances[self.client_index[client]]
+
+
+@internal
+def _credit(creditor: address, amount: uint256, to_client: bool):
+    if to_client:
+        self.balances[self.client_index[creditor]] += amount  # creditors of refunds are clients (indexed)
+    else:
+        self.earnings[creditor] += amount
+
+
+@internal
+def charge(executor: address, creditor: address, amount: uint256, to_client: bool) -> uint256:
+    # move `amount` from the executor's earnings to the creditor; what the earnings lack becomes debt. Returns paid.
+    paid: uint256 = min(amount, self.earnings[executor])
+    self.earnings[executor] -= paid
+    self._credit(creditor, paid, to_client)
+    short: uint256 = amount - paid
+    if short > 0:
+        self.debts[executor] += short
+        if to_client:
+            self.owed_refunds[executor][creditor] += short
+        else:
+            self.owed_fees[executor][creditor] += short
+    log IInference.ExecutorCharged(executor=executor, creditor=creditor, paid=paid, debt=short, to_client=to_client)
+    return paid
+
+
+@external
+def settle_debt(executor: address, creditor: address):
+    """
+    @notice Pay what `executor` owes `creditor` (refunds first, then fees) out of its current earnings, as far as
+            they reach. Anyone may call; the executor cannot withdraw earnings while it owes anything.
+    """
+    # checks
+    refund: uint256 = min(self.owed_refunds[executor][creditor], self.earnings[executor])
+    fee: uint256 = min(self.owed_fees[executor][creditor], self.earnings[executor] - refund)
+    assert refund + fee > 0, "NothingToSettle"
+    # effects
+    self.owed_refunds[executor][creditor] -= refund
+    self.owed_fees[executor][creditor] -= fee
+    self.debts[executor] -= refund + fee
+    self.earnings[executor] -= refund + fee
+    self._credit(creditor, refund, True)
+    self._credit(creditor, fee, False)
+    log IInference.DebtSettled(executor=executor, creditor=creditor, refund=refund, fee=fee)

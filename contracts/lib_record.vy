@@ -8,8 +8,9 @@
 """
 
 # record word, low bits first:
-# client 32 | executor index 24 | ta 32 | model 16 | epoch 32 | start block 40 | status 4 | reassigned 1 | spare 3 |
+# client 32 | executor index 24 | ta 32 | model 16 | epoch 32 | block 40 | status 4 | reassigned 1 | spare 3 |
 # reserved tokens 24 | prompt tokens 24 | completion tokens 24
+# block: the (re)start block while STARTED, the finish block once FINISHED (the validation window's anchor)
 M16: constant(uint256) = 65535
 M24: constant(uint256) = 16777215
 M32: constant(uint256) = 4294967295
@@ -99,9 +100,11 @@ def with_status(word: uint256, status: uint256) -> uint256:
 @internal
 @pure
 def with_finish(word: uint256, status: uint256, executor_index: uint256, prompt: uint256,
-                completion: uint256) -> uint256:
-    cleared: uint256 = word & ~((15 << 176) | (M24 << 32) | (M24 << 208) | (M24 << 232))
-    return cleared | (status << 176) | (executor_index << 32) | (prompt << 208) | (completion << 232)
+                completion: uint256, finish_block: uint256) -> uint256:
+    # the block field switches from the (re)start block to the finish block: the validation window's anchor
+    cleared: uint256 = word & ~((15 << 176) | (M24 << 32) | (M40 << 136) | (M24 << 208) | (M24 << 232))
+    return (cleared | (status << 176) | (executor_index << 32) | (finish_block << 136) | (prompt << 208)
+            | (completion << 232))
 
 
 @internal

@@ -88,6 +88,12 @@ class ProtocolParams(_Frozen):
     """Measured demand × this / 10000 must be covered by the ML nodes that keep serving during PoC (POC_SLOT)."""
     min_poc_slot_nodes: int = Field(1, ge=0, le=32)
     """Per model, at least this many ML nodes (when the model has any) keep serving inference during PoC."""
+    validation_window_blocks: int = Field(100, ge=1, le=10_000_000)
+    """Blocks after an inference's finish (or a dispute's opening, for the tie-breaker) in which it may be validated."""
+    invalid_threshold: int = Field(3, ge=1, le=1_000_000)
+    """Confirmed-invalid inferences per (epoch, executor) that make the executor INVALID and slash it once."""
+    validator_share_bps: int = Field(500, ge=0, le=BPS)
+    """Share of a validated inference's cost paid to each paid validator from the executor's earnings (500 bp = 5 %)."""
 
     @classmethod
     def names(cls) -> list[str]:

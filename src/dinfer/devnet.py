@@ -239,6 +239,9 @@ class Devnet:
         the model. Then the groups' ML nodes and timeslots (POC_SLOT nodes keep serving during the first PoC)."""
         epochs = EpochsClient(bind(w3, "Epochs", deployment.address("Epochs")), sender)
         epoch = await epochs.current_epoch()
+        if epoch != 1:  # the hosts already ran a PoC cycle and formed an epoch of their own
+            raise ConfigError(f"the devnet took longer than one epoch to start (epoch {epoch} already formed); raise "
+                              "epoch_length_blocks (DevnetSettings.params / the genesis file) or block_time_s")
         layout = self.settings.host_models()
         for model in dict.fromkeys(m for models in layout for m in models):
             serving = [(host, models.count(model)) for host, models in zip(members, layout, strict=True)

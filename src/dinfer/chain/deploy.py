@@ -97,6 +97,7 @@ async def deploy_network(
     addresses = {
         "Registry": registry.address, "Epochs": epochs.address, "PoC": await epochs.poc_address(),
         "Inference": inference.address, "Sessions": sessions.address,
+        "Validation": await inference.validation_address(),
     }
     return Deployment(
         chain_id=await w3.eth.chain_id,

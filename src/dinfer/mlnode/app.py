@@ -14,10 +14,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dinfer import __version__
 from dinfer.config import MLNodeSettings
 from dinfer.http_errors import install_error_handlers
-from dinfer.mlnode.api import control, health, openai
+from dinfer.mlnode.api import control, health, openai, score
 from dinfer.mlnode.api.state import AppState
 from dinfer.mlnode.manager import EngineFactory, MLNodeManager
 from dinfer.mlnode.metrics import MLNodeMetrics
+from dinfer.mlnode.scoring import ScorerCache
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,14 @@ def create_app(
                 yield
             finally:
                 await manager.close()
+                app.state.scorers.close()
 
     app = FastAPI(title="dinfer ML node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(control.router)
     app.include_router(openai.router)
     app.include_router(health.router)
+    app.include_router(score.router)
+    app.state.scorers = ScorerCache(n_threads=settings.engine_threads)  # validators' teacher forcing (#8)
     app.add_middleware(VersionPrefix, version=settings.version)
     return app

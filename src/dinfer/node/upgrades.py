@@ -185,6 +185,8 @@ class VersionManager:
         self.chain_version = await self.chain.current_mlnode_version() or None
         self.plan = await self.chain.mlnode_upgrade_plan()
         if self.chain_version and self.chain_version != self.version:
+            # the version was read after the height: a block may have landed in between (seen under load)
+            self.height = max(self.height, await self._height_fn())
             if self.failure is None or time.monotonic() >= self._next_try:
                 await self._switch(self.chain_version, f"height {self.height}")
         elif self.plan is not None and self.plan[0] not in (self.version, self._prepared):

@@ -1,4 +1,5 @@
-"""Typed client of Inference.vy: escrow, batched start/finish/reassign records, expiry, queries, deployment."""
+"""Typed clients of Inference.vy (escrow, batched start/finish/reassign records, expiry, queries, deployment) and
+of Validation.vy (validate, dispute and count views), which Inference trusts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from web3 import AsyncWeb3
 from web3.logs import DISCARD
 
+from dinfer.chain.compiler import compile_contract
 from dinfer.chain.contracts.base import ContractClient
 from dinfer.chain.contracts.epochs import EpochsClient, MemberStatus
 from dinfer.chain.contracts.registry import RegistryClient
@@ -121,6 +123,26 @@ class ExecutorStats:
     status: MemberStatus
 
 
+class ValidationOutcome(IntEnum):
+    NONE = 0
+    DISPUTED = 1
+    CONFIRMED_INVALID = 2
+    CONTRADICTED = 3
+    NO_TIEBREAKER = 4
+
+
+@dataclass(frozen=True)
+class ValidationState:
+    """Validation.vy's record of one inference (``validation_of``)."""
+
+    outcome: ValidationOutcome
+    validations: int
+    first_invalid: str
+    """The validator whose failed validation opened the dispute (zero address when none)."""
+    tiebreaker: str
+    dispute_block: int
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
     """What one batched transaction did, record by record (from its events)."""
@@ -194,6 +216,62 @@ class InferenceClient(ContractClient):
     async def missed_stat_test_fails(self, missed: int, total: int) -> bool:
         return bool(await self._call("missed_stat_test_fails", missed, total))
 
+    # --- validation debts (charges a validation put on an executor whose earnings could not cover them)
+    async def debt_of(self, executor: str) -> int:
+        return int(await self._call("debts", executor))
+
+    async def owed(self, executor: str, creditor: str) -> tuple[int, int]:
+        """(unpaid refund, unpaid validation fee) that ``executor`` owes ``creditor``."""
+        return (
+            int(await self._call("owed_refunds", executor, creditor)),
+            int(await self._call("owed_fees", executor, creditor)),
+        )
+
+    async def settle_debt(self, executor: str, creditor: str) -> dict[str, Any]:
+        return await self._transact("settle_debt", executor, creditor)
+
+    async def validation_address(self) -> str:
+        return str(await self._call("validation"))
+
+    async def set_validation(self, validation: str) -> dict[str, Any]:
+        return await self._transact("set_validation", validation)
+
+    async def validation_client(self) -> ValidationClient:
+        """The Validation contract this Inference trusts, acting as the same account."""
+        address = await self.validation_address()
+        contract = self.contract.w3.eth.contract(address=address, abi=compile_contract("Validation").abi)
+        return ValidationClient(contract, self.sender)
+
+
+class ValidationClient(ContractClient):
+    """Validation.vy: sampled validators and tie-breakers submit verdicts; views of disputes and counts."""
+
+    async def validate(self, inference_id: bytes, ok: bool, score_ppm: int) -> dict[str, Any]:
+        return await self._transact("validate", inference_id, ok, score_ppm)
+
+    async def validation_of(self, inference_id: bytes) -> ValidationState:
+        raw = await self._call("validation_of", inference_id)
+        return ValidationState(ValidationOutcome(int(raw[0])), int(raw[1]), str(raw[2]), str(raw[3]), int(raw[4]))
+
+    async def has_validated(self, inference_id: bytes, validator: str) -> bool:
+        return bool(await self._call("has_validated", inference_id, validator))
+
+    async def is_selected(self, inference_id: bytes, validator: str) -> bool:
+        """The on-chain sampling rule alone, at the current ``validation_rate_bps``."""
+        return bool(await self._call("is_selected", inference_id, validator))
+
+    async def tiebreaker_for(self, inference_id: bytes, first_validator: str) -> str:
+        return str(await self._call("tiebreaker_for", inference_id, first_validator))
+
+    async def invalid_count(self, epoch: int, executor: str) -> int:
+        return int(await self._call("invalid_count", epoch, executor))
+
+    async def liar_count(self, epoch: int, validator: str) -> int:
+        return int(await self._call("liar_count", epoch, validator))
+
+    async def invalid_slashed(self, epoch: int, executor: str) -> bool:
+        return bool(await self._call("invalid_slashed", epoch, executor))
+
     async def model_tokens(self, epoch: int, model_key: bytes) -> int:
         """Prompt + completion tokens of the model's inferences finished in ``epoch`` (Epochs' demand measure)."""
         return int(await self._call("model_tokens", epoch, model_key))
@@ -205,7 +283,8 @@ async def deploy_ledger(
     """Deploy Epochs (+ its PoC contract) and Inference next to ``registry`` (the sender must own it) and wire them.
 
     Order: Epochs(registry) → PoC(epochs, registry) → Epochs.set_poc → Inference(registry, epochs) →
-    Epochs.set_inference → Registry.set_slasher(inference). The MissedStatTest table is generated from the
+    Epochs.set_inference → Registry.set_slasher(inference) → Validation(registry, epochs, inference) →
+    Inference.set_validation → Registry.set_slasher(validation). The MissedStatTest table is generated from the
     Registry's current ``missed_p0_bps`` / ``missed_alpha_bps``.
     """
     p0 = await registry.param("missed_p0_bps")
@@ -220,4 +299,7 @@ async def deploy_ledger(
     inference = InferenceClient(contract, sender)
     await epochs.set_inference(inference.address)
     await registry.with_sender(sender).set_slasher(inference.address, True)
+    validation = await deploy_contract(w3, sender, "Validation", registry.address, epochs.address, inference.address)
+    await inference.set_validation(validation.address)
+    await registry.with_sender(sender).set_slasher(validation.address, True)
     return epochs, inference
