@@ -6,8 +6,8 @@ Run: ``.venv/bin/python -m bench.poc`` or ``make bench`` (writes ``bench/results
    with ``max_nonces`` and no callback, for the kernel of each genesis model (``params_for_model`` of its
    ``throughput_per_nonce``) at the genesis ``poc_r_target_ppm``; the figure is what its ``/api/v1/pow/status``
    reports when the job is DONE (nonces processed / elapsed), plus the share of valid nonces.
-2. **Epoch cycle**: a devnet (3 hosts × 1 ML node, tiny model, 0.5 s blocks, epoch 120 blocks: generate 12,
-   validate 8, model loading 4) runs through its first PoC cycle. Measured from the first POC_GENERATE block to the
+2. **Epoch cycle**: a devnet (3 hosts × 1 ML node, tiny model, 0.5 s blocks, epoch 120 blocks: generate 16,
+   validate 10, model loading 4) runs through its first PoC cycle. Measured from the first POC_GENERATE block to the
    moment every host is back in INFERENCE on the new epoch with its ML nodes serving: wall seconds, blocks, batches
    and validations on chain, and the gas of ``switch_epoch``.
 """
@@ -40,7 +40,7 @@ from dinfer.mlnode.poc import params_for_model  # noqa: E402
 
 NONCES = {100: 60_000, 1000: 8_000}
 """max_nonces per throughput_per_nonce: a few seconds each on 2 cores."""
-CYCLE = {"epoch_length_blocks": 120, "poc_generate_blocks": 12, "poc_validate_blocks": 8,
+CYCLE = {"epoch_length_blocks": 120, "poc_generate_blocks": 16, "poc_validate_blocks": 10,
          "model_loading_blocks": 4, "end_of_epoch_blocks": 2}
 BLOCK_TIME_S = 0.5
 TINY = "dinfer/tiny-random-llama"
@@ -112,7 +112,8 @@ async def _cycle(tiny_model: Path, state: Path) -> dict[str, Any]:
     while not 20000 < base < 60000:
         base = free_port()
     settings = DevnetSettings(hosts=3, anvil_port=free_port(), base_port=base - base % 10, block_time_s=BLOCK_TIME_S,
-                              state_dir=state, model=TINY, model_path=tiny_model, params=CYCLE)
+                              state_dir=state, model=TINY, model_path=tiny_model, params=CYCLE,
+                              host_poc_stop_margin_blocks=6)
     from dinfer.chain.backends import connect
     from dinfer.chain.contracts.epochs import EpochsClient
     from dinfer.chain.deploy import bind

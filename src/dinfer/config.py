@@ -310,6 +310,9 @@ class DevnetSettings(_Frozen):
     """``node.rate_limit_per_minute`` of every devnet host."""
     host_max_attempts: int = Field(3, ge=1, le=16)
     """``node.max_attempts`` of every devnet host."""
+    host_poc_stop_margin_blocks: int = Field(3, ge=1, le=1000)
+    """``node.poc_stop_margin_blocks`` of every devnet host: stopping PoC, sealing and mining the batch take a
+    second or two, so short blocks (``block_time_s`` < 1) need a larger margin."""
     params: dict[str, int] = {}
     """Protocol parameters merged over the genesis file's ``[params]`` (e.g. ``{"epoch_length_blocks": 100000}``)."""
     layout: list[list[str]] | None = None

@@ -215,6 +215,7 @@ class Devnet:
             f'public_url = "{host.url}"\n'
             f'data_dir = "{host.data_dir}"\nbatch_max_delay_s = {max(0.2, s.block_time_s)}\n'
             f"rate_limit_per_minute = {s.host_rate_limit_per_minute}\nmax_attempts = {s.host_max_attempts}\n"
+            f"poc_stop_margin_blocks = {s.host_poc_stop_margin_blocks}\n"
         )
         self.on_event(f"host{i}: starting host node on port {public_port}")
         await self.supervisor.start(ManagedProcess(

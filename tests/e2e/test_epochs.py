@@ -90,7 +90,8 @@ class CheaterLeaves:
 def cycle_net(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[BackgroundDevnet]:
     tmp = tmp_path_factory.mktemp("epochs")
     settings = make_settings(tmp / "devnet", tiny_model, hosts=3, params=STAGES, genesis=_genesis(tmp / "g.toml"),
-                             layout=[[TINY], [TINY, TINY], [TINY, MODEL_B]], model_paths={MODEL_B: tiny_model})
+                             layout=[[TINY], [TINY, TINY], [TINY, MODEL_B]], model_paths={MODEL_B: tiny_model},
+                             host_poc_stop_margin_blocks=6)  # 3 s at 0.5 s blocks: room for stop + seal + mining
     net = BackgroundDevnet(settings)
     try:
         net.start()

@@ -25,7 +25,7 @@ price_per_token = 1
 def test_packaged_devnet_genesis() -> None:
     g = load_genesis()
     assert [m.id for m in g.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct", "dinfer/tiny-random-llama"]
-    assert g.params.epoch_length_blocks == 60
+    assert g.params.epoch_length_blocks == 120
     assert g.model("HuggingFaceTB/SmolLM2-135M-Instruct").hf_repo == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(ConfigError, match="not in the genesis"):
         g.model("nope")

@@ -242,6 +242,10 @@ class InferenceClient(ContractClient):
         contract = self.contract.w3.eth.contract(address=address, abi=compile_contract("Validation").abi)
         return ValidationClient(contract, self.sender)
 
+    async def model_tokens(self, epoch: int, model_key: bytes) -> int:
+        """Prompt + completion tokens of the model's inferences finished in ``epoch`` (Epochs' demand measure)."""
+        return int(await self._call("model_tokens", epoch, model_key))
+
 
 class ValidationClient(ContractClient):
     """Validation.vy: sampled validators and tie-breakers submit verdicts; views of disputes and counts."""
@@ -271,10 +275,6 @@ class ValidationClient(ContractClient):
 
     async def invalid_slashed(self, epoch: int, executor: str) -> bool:
         return bool(await self._call("invalid_slashed", epoch, executor))
-
-    async def model_tokens(self, epoch: int, model_key: bytes) -> int:
-        """Prompt + completion tokens of the model's inferences finished in ``epoch`` (Epochs' demand measure)."""
-        return int(await self._call("model_tokens", epoch, model_key))
 
 
 async def deploy_ledger(
