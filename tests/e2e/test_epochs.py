@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -305,6 +307,16 @@ def test_full_epoch_cycle(cycle_net: BackgroundDevnet, tmp_path: Path) -> None:
         after = httpx.post(f"{base}/v1/chat/completions", content=body, headers=headers, timeout=120)
         assert after.status_code == 200, after.text
         assert after.headers["x-dinfer-epoch"] == "2"
+
+        # --- the host pulls its reward with the CLI (exactly what settlement credited)
+        amount = next(e.args["amount"] for e in settled if e.args["participant"] == addresses[2])
+        cli = [sys.executable, "-m", "dinfer.cli", "host", "rewards", "--rpc", net.info.rpc_url,
+               "--deployment", str(net.net.state_dir / "deployment.json"), "--key", hosts[2]["key"], "--json"]
+        shown = subprocess.run([*cli, "--withdraw"], capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["rewards_wei"] == amount
+        again = subprocess.run([*cli, "--withdraw"], capture_output=True, text=True, timeout=120)
+        assert again.returncode == 1 and "no epoch rewards" in again.stderr and "Traceback" not in again.stderr
     finally:
         leaves_server.close()
         asyncio.run_coroutine_threadsafe(chain.w3.provider.disconnect(), net.loop).result(10)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dinfer.chain.backends import connect
+from dinfer.chain.contracts.epochs import EpochsClient
 from dinfer.chain.contracts.registry import HardwareNode, Model, RegistryClient
 from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
@@ -82,6 +83,11 @@ def _run(work: Callable[..., Awaitable[T]], rpc: str | None, *args: Any) -> T:
 def _registry(w3: Any, deployment: Path | None, signer: Keypair | None) -> RegistryClient:
     contract = bind(w3, "Registry", _deployment(deployment).address("Registry"))
     return RegistryClient(contract, TxSender(w3, signer) if signer else None)
+
+
+def _epochs(w3: Any, deployment: Path | None, signer: Keypair | None) -> EpochsClient:
+    contract = bind(w3, "Epochs", _deployment(deployment).address("Epochs"))
+    return EpochsClient(contract, TxSender(w3, signer) if signer else None)
 
 
 def _echo(data: Any, as_json: bool, title: str = "") -> None:
@@ -297,6 +303,26 @@ def host_withdraw(rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment
         return await _registry(w3, deployment, _key(key)).withdraw_unbonded()
 
     typer.echo(f"withdrawn: {_tx_line(_run(work, rpc))}")
+
+
+@host_app.command("rewards")
+def host_rewards(withdraw: bool = typer.Option(False, "--withdraw", help="Also withdraw them to the host account."),
+                 rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+                 as_json: bool = JsonOpt) -> None:
+    """Show (with --withdraw: pull) this host's epoch rewards. Example: `dinfer host rewards --withdraw`"""
+    signer = _key(key)
+
+    async def work(w3: Any) -> dict[str, Any]:
+        epochs = _epochs(w3, deployment, signer)
+        owed = await epochs.rewards_of(signer.address)
+        out: dict[str, Any] = {"host": signer.address, "rewards_wei": owed}
+        if withdraw:
+            if owed == 0:
+                raise ConfigError(f"{signer.address} has no epoch rewards to withdraw")
+            out["withdraw_tx"] = _tx_line(await epochs.withdraw_rewards())
+        return out
+
+    _echo(_run(work, rpc), as_json, "epoch rewards")
 
 
 @host_app.command("add-node")
