@@ -54,6 +54,7 @@ class Code(enum.StrEnum):
     NOT_INITIALIZED = "NOT_INITIALIZED"
     SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
     MODEL_MISMATCH = "MODEL_MISMATCH"
+    PRICE_TOO_LOW = "PRICE_TOO_LOW"
     TOKEN_LIMIT_EXCEEDED = "TOKEN_LIMIT_EXCEEDED"
     RATE_LIMITED = "RATE_LIMITED"
     REPLAY = "REPLAY"
@@ -255,7 +256,9 @@ class SessionService:
     async def issue_for(self, job_id: int, auth: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/sessions/{job}/token``: a JWT for a signed auth (the job's record is created on first use)."""
         session = await self.authenticate(job_id, auth)
-        await self._record_for(session, await self.model_of(session))
+        model = await self.model_of(session)
+        await self._check_price(job_id, session, model)
+        await self._record_for(session, model)
         token, exp = self.issue_token(crypto.checksum(session.client), job_id)
         return {"token": token, "expires_at": exp}
 
@@ -280,12 +283,25 @@ class SessionService:
         assert fresh is not None
         return fresh
 
+    async def _check_price(self, job_id: int, session: Session, model: str) -> None:
+        """The contract takes the client's price as offered; this host serves no session below the model's
+        governance price (its floor)."""
+        try:
+            floor = (await self.registry.get_governance_model(model)).price_per_token
+        except TxReverted:
+            raise SessionError(Code.MODEL_MISMATCH, f"{model!r} is not a governance model") from None
+        if session.price_per_token < floor:
+            raise SessionError(Code.PRICE_TOO_LOW, f"session job {job_id} pays {session.price_per_token} wei/token, "
+                                                   f"below this host's floor of {floor} (the governance price of "
+                                                   f"{model!r}); open a new session at that price or more")
+
     async def open(self, job_id: int, model: str, auth: dict[str, Any], context: list[dict[str, Any]] | None, *,
                    resumed: bool) -> Opened:
         """``session_init`` / ``session_resume``: authenticate, check the model, (re)build the context."""
         session = await self.authenticate(job_id, auth)
         if keccak(model.encode()) != session.model_key:
             raise SessionError(Code.MODEL_MISMATCH, f"session job {job_id} is not for model {model!r}")
+        await self._check_price(job_id, session, model)
         await self.submitter.settle_pending(job_id)
         record = await self._record_for(session, model)
         job = self._job(job_id)

@@ -27,6 +27,7 @@ STATUS: dict[Code, tuple[int, str]] = {
     Code.NOT_INITIALIZED: (409, "invalid_request_error"),
     Code.SESSION_NOT_FOUND: (404, "not_found"),
     Code.MODEL_MISMATCH: (400, "invalid_request_error"),
+    Code.PRICE_TOO_LOW: (402, "insufficient_quota"),
     Code.TOKEN_LIMIT_EXCEEDED: (402, "insufficient_quota"),
     Code.RATE_LIMITED: (429, "rate_limit_error"),
     Code.REPLAY: (409, "invalid_request_error"),

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from session_support import TINY, SessionEnv, make_env, mlnode_url
+from session_support import PRICE, TINY, SessionEnv, make_env, mlnode_url
 
 from dinfer.crypto import Keypair
 from dinfer.node.session_service import Code, SessionError
@@ -70,6 +70,15 @@ async def test_auth_refusals(env: SessionEnv, actors) -> None:  # type: ignore[n
     forged = jwt.encode({"sub": env.client.address, "job": job, "host": env.host.address, "iat": 1,
                          "exp": int(time.time()) + 60}, "x" * 32, algorithm="HS256")
     await expect(Code.UNAUTHORIZED, svc.open(job, TINY, {"jwt": forged}, None, resumed=False))
+
+
+async def test_session_below_the_governance_price_is_refused(env: SessionEnv) -> None:
+    receipt = await env.client_sessions.create_session(env.host.address, TINY, PRICE - 1, 3600, 600,
+                                                       deposit=PRICE * 1000)
+    job = env.client_sessions.job_id_of(receipt)
+    await expect(Code.PRICE_TOO_LOW, env.service.open(job, TINY, env.auth(job), None, resumed=False))
+    await expect(Code.PRICE_TOO_LOW, env.service.issue_for(job, env.auth(job)))  # the HTTP token route too
+    assert await env.store.get(job) is None  # nothing recorded for a refused session
 
 
 async def test_session_of_another_host_is_not_found(env: SessionEnv, registry, actors, sender_for) -> None:  # type: ignore[no-untyped-def]
