@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from poc_hosts import TINY, clients, deploy, genesis_group, models_dir, running_host
+from poc_hosts import TINY, clients, deploy, genesis_group, running_host
 
 from dinfer.chain.backends import EthTesterBackend
 from dinfer.chain.txqueue import TxSender
 from dinfer.genesis import Genesis
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_dir(tmp_path_factory.mktemp("models"))
 
 
 async def test_current_epoch_prices_and_models(chain: EthTesterBackend, actors: Any, genesis: Genesis,

@@ -7,29 +7,16 @@ epoch's snapshot model loaded back on the ML nodes, broker epoch data updated.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from poc_hosts import TINY, deploy, genesis_group, mine_to, models_dir, running_host, tick_all, wait_for_leaves
+from poc_hosts import TINY, deploy, genesis_group, mine_to, running_host, tick_all, wait_for_leaves
 
 from dinfer.chain.backends import EthTesterBackend
 from dinfer.chain.contracts.epochs import model_key
 from dinfer.epochs_clock import Stage
 from dinfer.genesis import Genesis
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_dir(tmp_path_factory.mktemp("models"))
 
 
 async def test_full_cycle_forms_the_next_epoch_from_poc(chain: EthTesterBackend, actors: Any, genesis: Genesis,

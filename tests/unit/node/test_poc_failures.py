@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from poc_hosts import (
     HOST_SETTINGS,
     TINY,
     deploy,
     genesis_group,
     mine_to,
-    models_dir,
     restarted,
     running_host,
     tick_all,
@@ -31,17 +28,6 @@ from dinfer.genesis import Genesis
 from dinfer.node.poc_batches import Leaves
 from dinfer.node.poc_orchestrator import FETCH_ATTEMPTS
 from dinfer.node.poc_validator import BatchRef, check_leaves
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models_dir(tmp_path_factory.mktemp("models"))
 
 
 def _ref(leaves: Leaves) -> BatchRef:

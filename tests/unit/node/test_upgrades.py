@@ -72,11 +72,6 @@ async def store(tmp_path: Path) -> AsyncIterator[NodeStore]:
     await s.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
-
 
 def manager(broker: Broker, registry: RegistryClient, chain: EthTesterBackend, store: NodeStore,
             settings: NodeSettings = SETTINGS) -> VersionManager:
