@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from network import BackgroundDevnet, make_settings
+from network import BackgroundDevnet, make_settings, running
 from tests.fixtures.tiny_gguf import write_tiny_gguf
 
 
@@ -18,13 +18,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def network(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[BackgroundDevnet]:
     """3 hosts × 1 ML node serving the tiny model, rate limit 20/min per client (for the 429 test)."""
-    net = BackgroundDevnet(make_settings(tmp_path_factory.mktemp("devnet"), tiny_model,
-                                         host_rate_limit_per_minute=20, host_max_attempts=3))
-    try:
-        net.start()
-    except BaseException:
-        print("\n".join(net.events))
-        net.stop()
-        raise
-    yield net
-    net.stop()
+    with running(make_settings(tmp_path_factory.mktemp("devnet"), tiny_model, host_rate_limit_per_minute=20,
+                               host_max_attempts=3)) as net:
+        yield net

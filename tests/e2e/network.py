@@ -7,7 +7,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +75,22 @@ class BackgroundDevnet:
             proc.restart = True
 
         self.run(again(), timeout=180)
+
+
+@contextmanager
+def running(settings: DevnetSettings) -> Iterator[BackgroundDevnet]:
+    """A started devnet, stopped on exit; when the start fails, its progress events are printed first."""
+    net = BackgroundDevnet(settings)
+    try:
+        net.start()
+    except BaseException:
+        print("\n".join(net.events))
+        net.stop()
+        raise
+    try:
+        yield net
+    finally:
+        net.stop()
 
 
 def make_settings(tmp: Path, model_path: Path, hosts: int = 3, **extra: Any) -> DevnetSettings:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from network import TINY, BackgroundDevnet, make_settings, signed_chat
+from network import TINY, BackgroundDevnet, make_settings, running, signed_chat
 
 from dinfer import merkle
 from dinfer.chain.backends import connect
@@ -94,15 +94,8 @@ def cycle_net(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
     settings = make_settings(tmp / "devnet", tiny_model, hosts=3, params=STAGES, genesis=_genesis(tmp / "g.toml"),
                              layout=[[TINY], [TINY, TINY], [TINY, MODEL_B]], model_paths={MODEL_B: tiny_model},
                              host_poc_stop_margin_blocks=6)  # 3 s at 0.5 s blocks: room for stop + seal + mining
-    net = BackgroundDevnet(settings)
-    try:
-        net.start()
-    except BaseException:
-        print("\n".join(net.events))
-        net.stop()
-        raise
-    yield net
-    net.stop()
+    with running(settings) as net:
+        yield net
 
 
 class Chain:

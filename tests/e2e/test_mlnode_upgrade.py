@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from network import TINY, BackgroundDevnet, make_settings, restart_with_env, signed_chat
+from network import TINY, BackgroundDevnet, make_settings, restart_with_env, running, signed_chat
 from tests.fixtures.processes import mlnode_process, nginx_process, render_nginx_template
 from tests.fixtures.servers import free_port
 from tests.fixtures.tiny_gguf import BOS_ID, EOS_ID
@@ -79,9 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterato
             stack.enter_context(mlnode_process(port, version, "ml", work, "--threads", "1"))
         url = stack.enter_context(nginx_process(work / "nginx", nginx_conf(f"127.0.0.1:{nginx_port}", ports, log),
                                                 nginx_port))
-        net = BackgroundDevnet(make_settings(work / "devnet", tiny_model, hosts=1, genesis=genesis))
-        stack.callback(net.stop)
-        net.start()
+        net = stack.enter_context(running(make_settings(work / "devnet", tiny_model, hosts=1, genesis=genesis)))
         yield Stack(net, url, log, {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}, work)
 
 
