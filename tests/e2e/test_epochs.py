@@ -43,7 +43,9 @@ pytestmark = pytest.mark.e2e
 MODEL_B = "dinfer/tiny-b"
 PRICE_B = 300_000_000
 TPN = 100
-STAGES = {"epoch_length_blocks": 120, "poc_generate_blocks": 16, "poc_validate_blocks": 12,
+# 240 blocks of 0.5 s: the devnet (3 hosts, 5 ML nodes) must be up before the first cycle; its start took 57 s on
+# a quiet 2-core machine, so 120 s leaves about twice that.
+STAGES = {"epoch_length_blocks": 240, "poc_generate_blocks": 16, "poc_validate_blocks": 12,
           "model_loading_blocks": 6, "end_of_epoch_blocks": 4}
 CHEAT_NODE = "cheat-ml0"
 CHEAT_FACTOR = 10
