@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,9 @@ if str(REPO) not in sys.path:  # `python bench/poc.py` as well as `python -m ben
 
 from bench.common import write_result  # noqa: E402
 from dinfer.chain.anvil import free_port  # noqa: E402
+from dinfer.chain.backends import connect  # noqa: E402
+from dinfer.chain.contracts.epochs import EpochsClient  # noqa: E402
+from dinfer.chain.deploy import bind  # noqa: E402
 from dinfer.config import DevnetSettings, ProtocolParams  # noqa: E402
 from dinfer.devnet import Devnet  # noqa: E402
 from dinfer.genesis import load_genesis  # noqa: E402
@@ -44,12 +46,6 @@ CYCLE = {"epoch_length_blocks": 120, "poc_generate_blocks": 16, "poc_validate_bl
          "model_loading_blocks": 4, "end_of_epoch_blocks": 2}
 BLOCK_TIME_S = 0.5
 TINY = "dinfer/tiny-random-llama"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -70,7 +66,7 @@ def bench_nonces() -> list[dict[str, Any]]:
     """nonces/s of one ML node process per genesis model kernel."""
     genesis = load_genesis()
     r_target = ProtocolParams().poc_r_target_ppm / 1e6
-    port = _free_port()
+    port = free_port()
     state = Path(tempfile.mkdtemp(prefix="dinfer-bench-poc-"))
     log = (state / "mlnode.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "dinfer.cli", "mlnode", "run", "--port", str(port),
@@ -114,10 +110,6 @@ async def _cycle(tiny_model: Path, state: Path) -> dict[str, Any]:
     settings = DevnetSettings(hosts=3, anvil_port=free_port(), base_port=base - base % 10, block_time_s=BLOCK_TIME_S,
                               state_dir=state, model=TINY, model_path=tiny_model, params=CYCLE,
                               host_poc_stop_margin_blocks=6)
-    from dinfer.chain.backends import connect
-    from dinfer.chain.contracts.epochs import EpochsClient
-    from dinfer.chain.deploy import bind
-
     async with Devnet(settings) as net:
         assert net.info is not None
         url = net.info.hosts[0]["url"]
