@@ -75,14 +75,12 @@ class Commit:
 class PoCBatchStore:
     """PoC tables on the node's SQLite connection. ``await PoCBatchStore.open(node_store)``."""
 
-    def __init__(self, node_store: NodeStore) -> None:
-        self._db: aiosqlite.Connection = node_store._db
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
 
     @classmethod
     async def open(cls, node_store: NodeStore) -> PoCBatchStore:
-        store = cls(node_store)
-        await store._db.executescript(SCHEMA)
-        return store
+        return cls(await node_store.attach_schema(SCHEMA))
 
     async def add_leaves(self, poc_start: int, node_id: str, nonces: Sequence[int],
                          distances: Sequence[float]) -> int | None:

@@ -111,15 +111,13 @@ class SessionRecord:
 class SessionStore:
     """Session tables on the node's SQLite connection. ``await SessionStore.open(node_store)``."""
 
-    def __init__(self, node_store: NodeStore) -> None:
+    def __init__(self, node_store: NodeStore, db: aiosqlite.Connection) -> None:
         self.node_store = node_store
-        self._db: aiosqlite.Connection = node_store._db
+        self._db = db
 
     @classmethod
     async def open(cls, node_store: NodeStore) -> SessionStore:
-        store = cls(node_store)
-        await store._db.executescript(SCHEMA)
-        return store
+        return cls(node_store, await node_store.attach_schema(SCHEMA))
 
     # ------------------------------------------------------------ jobs
 

@@ -115,6 +115,12 @@ class NodeStore:
         await db.executescript(SCHEMA)
         return cls(db, path)
 
+    async def attach_schema(self, schema: str) -> aiosqlite.Connection:
+        """Create another module's tables (sessions, PoC leaves) on this store's connection and hand it over: the
+        node keeps one SQLite connection, so nobody else opens the file."""
+        await self._db.executescript(schema)
+        return self._db
+
     def cursor_store(self) -> SqliteCursorStore:
         """Event-listener cursors on this same connection (one writer per file)."""
         return SqliteCursorStore.on_connection(self._db)
