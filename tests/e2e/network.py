@@ -16,7 +16,7 @@ import httpx
 
 from dinfer import selection
 from dinfer.auth import sign_headers
-from dinfer.chain.anvil import free_port
+from dinfer.chain.anvil import free_port, free_port_block
 from dinfer.config import DevnetSettings
 from dinfer.crypto import Keypair, inference_id
 from dinfer.devnet import Devnet, DevnetInfo
@@ -94,13 +94,12 @@ def running(settings: DevnetSettings) -> Iterator[BackgroundDevnet]:
 
 
 def make_settings(tmp: Path, model_path: Path, hosts: int = 3, **extra: Any) -> DevnetSettings:
-    base = free_port()
-    while base > 60000 or base < 20000:
-        base = free_port()
+    # public/admin/callback ports at base + 10·i, ML nodes at base + 100 + 10·i + j: keep the whole block free
+    base = free_port_block(100 + 10 * hosts + 10)
     # A long epoch keeps PoC cycles (first one at genesis + epoch_length_blocks) out of the shared devnet's tests;
     # a test that wants cycles passes params={"epoch_length_blocks": ...}.
     params = {"epoch_length_blocks": LONG_EPOCH_BLOCKS, **extra.pop("params", {})}
-    return DevnetSettings(hosts=hosts, anvil_port=free_port(), base_port=base - base % 10, block_time_s=0.5,
+    return DevnetSettings(hosts=hosts, anvil_port=free_port(), base_port=base, block_time_s=0.5,
                           state_dir=tmp, model=TINY, model_path=model_path, params=params, **extra)
 
 

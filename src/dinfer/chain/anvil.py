@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -58,6 +59,38 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(span: int, *, low: int = 20000, high: int | None = None) -> int:
+    """First port of ``span`` consecutive free loopback ports below the kernel's ephemeral range.
+
+    A devnet restarts hosts on fixed ports; a port handed out by the OS (``free_port``) sits in the ephemeral range,
+    where any outgoing connection may take it as its source port while the host is down and make the restart fail
+    with "address already in use". Ports below that range are only ever taken by a deliberate ``bind``.
+    """
+    last = (high or _ephemeral_low()) - span
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, last + 1, 10)
+        if not any(_bound(port) for port in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no {span} consecutive free ports between {low} and {last + span}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
