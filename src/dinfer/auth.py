@@ -132,3 +132,43 @@ def verify_dispatch(headers: Mapping[str, str], inference_id: str, executor: str
         raise AuthError(f"bad dispatch signature: {exc}") from None
     if signer != crypto.checksum(ta):
         raise AuthError(f"dispatch signed by {signer}, but the client authorised TA {ta}")
+
+
+# --------------------------------------------------------------------- validator → executor payload fetch
+
+H_VALIDATOR = "x-dinfer-validator"
+
+
+def payload_digest(inference_id: str, validator: str, timestamp: int) -> bytes:
+    """What a validator signs to fetch an inference's payload from its executor."""
+    from eth_utils import keccak
+
+    return keccak(b"dinfer-payload-v1" + bytes.fromhex(inference_id.removeprefix("0x"))
+                  + bytes.fromhex(crypto.checksum(validator)[2:]) + timestamp.to_bytes(32, "big"))
+
+
+def sign_payload_fetch(inference_id: str, private_key: str, timestamp: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    validator = crypto.Keypair.from_private_key(private_key).address
+    sig = crypto.sign_digest_eip191(payload_digest(inference_id, validator, ts), private_key)
+    return {H_VALIDATOR: validator, H_TIMESTAMP: str(ts), H_SIGNATURE: "0x" + sig.hex()}
+
+
+def verify_payload_fetch(headers: Mapping[str, str], inference_id: str, *, window_s: int,
+                         now: float | None = None) -> Address:
+    """The validator that signed this payload fetch; ``AuthError`` when unsigned, stale or not its signature."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        validator = crypto.checksum(lower[H_VALIDATOR])
+        ts = int(lower[H_TIMESTAMP])
+        sig = bytes.fromhex(lower[H_SIGNATURE].removeprefix("0x"))
+        signer = crypto.recover_digest_eip191(payload_digest(inference_id, validator, ts), sig)
+    except (KeyError, ValueError, CryptoError):
+        raise AuthError(f"payload fetches need {H_VALIDATOR}, {H_TIMESTAMP} and {H_SIGNATURE} (EIP-191 signature of "
+                        "keccak256('dinfer-payload-v1' ‖ inference_id ‖ validator ‖ uint256 timestamp))") from None
+    current = time.time() if now is None else now
+    if abs(current - ts) > window_s:
+        raise AuthError(f"payload fetch timestamp {ts} is more than {window_s} s from now")
+    if signer != validator:
+        raise AuthError(f"payload fetch signed by {signer}, not by {validator}")
+    return validator

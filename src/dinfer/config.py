@@ -94,6 +94,8 @@ class ProtocolParams(_Frozen):
     """Confirmed-invalid inferences per (epoch, executor) that make the executor INVALID and slash it once."""
     validator_share_bps: int = Field(500, ge=0, le=BPS)
     """Share of a validated inference's cost paid to each paid validator from the executor's earnings (500 bp = 5 %)."""
+    validation_score_threshold_ppm: int = Field(800_000, ge=0, le=1_000_000)
+    """Smallest teacher-forcing score (× 1e6) a validator accepts (honest ≥ 0.92 measured, another model ≤ 0.01)."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -219,6 +221,12 @@ class NodeSettings(_Frozen):
     """Context window assumed when the ML node's engine does not report one (tokens)."""
     ws_max_frame_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     """Largest WebSocket frame a session client may send (bigger → FRAME_TOO_LARGE and close 1009)."""
+    validation_enabled: bool = True
+    """Run the validator role (docs/validation.md): re-check a sample of other hosts' inferences on this host's ML
+    nodes and submit verdicts (paid ``validator_share_bps`` of each)."""
+    payload_retention_s: float = Field(86_400.0, ge=60, le=90 * 86_400)
+    """How long executed inferences' payloads stay for validators; keep it above the validation window
+    (``validation_window_blocks`` × block time, plus a dispute's second window)."""
     poc_enabled: bool = True
     """Run the epoch orchestrator (docs/epochs.md): PoC on this host's ML nodes, validation, switch, model loading."""
     callback_url: str = Field("", max_length=512, pattern=r"^(https?://.*)?$")

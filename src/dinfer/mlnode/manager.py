@@ -94,6 +94,8 @@ class MLNodeManager:
         self.state = MLNodeState.UNKNOWN
         self.error: str | None = None
         self.pool: EnginePool | None = None
+        self.loaded_spec: ModelSpec | None = None
+        """The model the pool serves (its GGUF is what ``/api/v1/score`` scores with for that model id)."""
         self.up_progress = UpProgress()
         self.poc = PoCRunner(client, callback_timeout_s=settings.poc_callback_timeout_s, on_batch=metrics.on_poc_batch)
         self._lock = asyncio.Lock()
@@ -209,6 +211,7 @@ class MLNodeManager:
             if isinstance(first, EngineFailed | InvalidRequest | ModelNotFound):
                 raise first
             raise EngineFailed(f"engine start failed: {type(first).__name__}: {first}") from first
+        self.loaded_spec = spec
         self.pool = EnginePool(
             spec.model_id,
             engines,
@@ -226,7 +229,7 @@ class MLNodeManager:
         self.state, self.error = MLNodeState.FAILED, reason
 
     async def _unload_pool(self) -> None:
-        pool, self.pool = self.pool, None
+        pool, self.pool, self.loaded_spec = self.pool, None, None
         if pool is not None:
             await asyncio.gather(*(e.unload() for e in pool.engines()), return_exceptions=True)
 

@@ -9,15 +9,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from eth_utils import keccak
 
 from dinfer import sse
+from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest
 from dinfer.chain.contracts.inference import FinishRecord
 from dinfer.errors import EngineFailed, NotServing
+from dinfer.node import claims
 from dinfer.node.broker import Broker
 from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.metrics import NodeMetrics
@@ -39,8 +41,8 @@ class Execution:
     body: bytes
     """The client's signed request body, unchanged."""
     request: ChatCompletionRequest | CompletionRequest
-    client: str
-    ta: str
+    signed: SignedRequest
+    """The client's verified signature headers (kept with the payload so validators can check the body)."""
     max_tokens: int
     text: str = ""
     prompt_tokens: int = 0
@@ -54,14 +56,31 @@ class Execution:
     done: bool = False
     """The engine's stream reached ``[DONE]``."""
     recorded: bool = False
+    claims: list[claims.Claim] = field(default_factory=list)
+    """Per generated token: (text, logprob, top alternatives) as the engine reported them (``node/claims.py``)."""
+    client_logprobs: claims.ClientLogprobs = field(default_factory=lambda: claims.ClientLogprobs(False, 0))
+
+    @property
+    def client(self) -> str:
+        return self.signed.client
+
+    @property
+    def ta(self) -> str:
+        return self.signed.ta
 
     def engine_body(self) -> bytes:
-        """What the ML node gets: the client's request with dinfer's bounds and (when streaming) usage on."""
+        """What the ML node gets: the client's request with dinfer's bounds, logprob claims for validators and
+        (when streaming) usage on."""
         body: dict[str, Any] = self.request.model_dump(exclude_none=True)
         body["max_tokens"] = self.max_tokens
+        self.client_logprobs = claims.ask_engine(self.kind, body)
         if self.request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(body)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {H_ADDRESS: self.signed.client, H_TIMESTAMP: str(self.signed.timestamp), H_TA: self.signed.ta,
+                H_SIGNATURE: "0x" + self.signed.signature.hex()}
 
     @property
     def response_hash(self) -> bytes:
@@ -112,8 +131,7 @@ class Executor:
                             await self._record_once(ex)
                         yield chunk
                 else:
-                    raw = await resp.aread()
-                    self._absorb_json(ex, raw)
+                    raw = self._absorb_json(ex, await resp.aread())
                     await self._record_once(ex)
                     yield raw
         await self._record_once(ex)  # a stream that ended without [DONE]
@@ -128,6 +146,7 @@ class Executor:
         await asyncio.shield(asyncio.ensure_future(self._record(ex)))
 
     async def _relay_stream(self, ex: Execution, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        rewrite = claims.needs_rewrite(ex.client_logprobs)
         async for event in sse.events(chunks):
             data = event.data
             if event.done:
@@ -136,15 +155,23 @@ class Executor:
                 if data.get("usage"):
                     ex.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
                     ex.completion_tokens = int(data["usage"].get("completion_tokens", 0))
-                for choice in data.get("choices") or []:
+                choices = data.get("choices") or []
+                for choice in choices:
                     piece = _take_text(ex.kind, choice, streaming=True)
                     if piece and ex.first_token_s is None:
                         ex.first_token_s = time.monotonic() - ex.started
                     ex.text += piece
                     ex.finish_reason = choice.get("finish_reason") or ex.finish_reason
+                    ex.claims += claims.take_claims(ex.kind, choice)
+                    if rewrite:
+                        claims.for_client(ex.kind, choice, ex.client_logprobs)
+                if rewrite and choices:
+                    yield sse.encode(data)
+                    continue
             yield event.raw
 
-    def _absorb_json(self, ex: Execution, raw: bytes) -> None:
+    def _absorb_json(self, ex: Execution, raw: bytes) -> bytes:
+        """Take text, usage and claims from a whole answer; returns the answer as the client should see it."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -152,16 +179,24 @@ class Executor:
         usage = data.get("usage") or {}
         ex.prompt_tokens = int(usage.get("prompt_tokens", 0))
         ex.completion_tokens = int(usage.get("completion_tokens", 0))
-        choice = (data.get("choices") or [{}])[0]
+        choices = data.get("choices") or [{}]
+        choice = choices[0]
         ex.text = _take_text(ex.kind, choice, streaming=False)
         ex.finish_reason = choice.get("finish_reason")
         ex.first_token_s = time.monotonic() - ex.started
+        ex.claims = claims.take_claims(ex.kind, choice)
+        if not claims.needs_rewrite(ex.client_logprobs):
+            return raw
+        for each in choices:
+            claims.for_client(ex.kind, each, ex.client_logprobs)
+        return orjson.dumps(data)
 
     async def _record(self, ex: Execution) -> None:
         """Payload for validators, the local record, and the finish record (gated until the start is on chain)."""
         response = orjson.dumps({
-            "text": ex.text, "prompt_tokens": ex.prompt_tokens, "completion_tokens": ex.completion_tokens,
-            "finish_reason": ex.finish_reason, "node_id": ex.node_id,
+            "kind": ex.kind, "auth": ex.auth_headers(), "text": ex.text, "prompt_tokens": ex.prompt_tokens,
+            "completion_tokens": ex.completion_tokens, "finish_reason": ex.finish_reason, "node_id": ex.node_id,
+            "max_tokens": ex.max_tokens, "claims": ex.claims,
         })
         await self.store.put_payload(ex.inference_id, ex.body, response)
         record = await self.store.get_inference(ex.inference_id) or InferenceRecord(

@@ -3,20 +3,26 @@
 Accepted only when (1) the client's request signature is valid, (2) the TA the client authorised signed this
 dispatch to this host, (3) that TA is a registered host, and (4) the deterministic order for the inference names
 this host: every member drawn before it is non-ACTIVE or was already tried by the TA (``x-dinfer-previous``).
+
+``GET /v1/executor/payload/{id}`` hands an executed inference's payload (the client's signed request, the output
+text, token counts and the per-token logprob claims) to a validator the chain selected for it — sampled by
+``Validation.is_selected`` or the tie-breaker of its open dispute — and to nobody else (403).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from dinfer import selection
-from dinfer.auth import H_PREVIOUS, H_TA, verify_dispatch, verify_headers
+from dinfer.auth import H_PREVIOUS, H_TA, verify_dispatch, verify_headers, verify_payload_fetch
+from dinfer.chain.contracts.inference import InferenceStatus, ValidationOutcome
 from dinfer.crypto import checksum
 from dinfer.errors import ModelNotFound
-from dinfer.http_errors import HTTPError
+from dinfer.http_errors import HTTPError, JSONBytesResponse
 from dinfer.node.executor import Execution, Kind
 from dinfer.node.remote import prepend
 from dinfer.node.store import seen_key
@@ -74,7 +80,7 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         raise HTTPError(409, f"inference {signed.inference_id} was already delivered to this executor",
                         "invalid_request_error", code="replay")
     max_tokens = req.max_tokens or rt.settings.node.max_tokens_default
-    ex = Execution(signed.inference_id, kind, body, req, signed.client, signed.ta, max_tokens)
+    ex = Execution(signed.inference_id, kind, body, req, signed, max_tokens)
     gen = rt.executor.execute_and_finish(ex)
     try:
         first = await anext(gen)
@@ -84,3 +90,31 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
     media = "text/event-stream" if req.stream else "application/json"
     return StreamingResponse(prepend(first, gen), media_type=media,
                              headers={"x-dinfer-inference-id": signed.inference_id})
+
+
+@router.get("/payload/{inference_id}")
+async def payload(inference_id: str, request: Request) -> JSONBytesResponse:
+    """The payload of an inference this host executed, for a validator selected for it on chain."""
+    rt = _rt(request)
+    try:
+        iid = bytes.fromhex(inference_id.removeprefix("0x"))
+    except ValueError:
+        iid = b""
+    if len(iid) != 32:
+        raise HTTPError(400, f"{inference_id!r} is not an inference id (32 bytes, hex)", "invalid_request_error")
+    validator = verify_payload_fetch(request.headers, inference_id, window_s=await rt.chain.request_window())
+    info = await rt.inference.get_inference(iid)
+    if info.status == InferenceStatus.NONE or info.executor != rt.address:
+        raise HTTPError(404, f"this host ({rt.address}) is not the executor of {inference_id} on chain", "not_found")
+    validation = await rt.validation()
+    state = await validation.validation_of(iid)
+    tiebreaker = state.outcome == ValidationOutcome.DISPUTED and state.tiebreaker == validator
+    member = await rt.epochs.position_of(info.epoch, info.model_key, validator) is not None
+    if validator == rt.address or not member or not (tiebreaker or await validation.is_selected(iid, validator)):
+        raise HTTPError(403, f"{validator} is not selected to validate {inference_id}", "permission_error")
+    stored = await rt.store.get_payload(inference_id)
+    if stored is None:
+        raise HTTPError(404, f"no payload for {inference_id} here (never recorded, or past the retention window)",
+                        "not_found")
+    body, response = stored
+    return JSONBytesResponse({"inference_id": inference_id, "body_hex": body.hex(), **orjson.loads(response)})

@@ -107,8 +107,7 @@ class Listener:
         kind: Kind = "completion" if headers.get("x-dinfer-kind") == "completion" else "chat"
         req = parse_request(kind, body)
         req.stream = False  # nobody is waiting on a stream: run it whole and record it
-        ex = Execution(iid, kind, body, req, signed.client, signed.ta, req.max_tokens or self.max_tokens_default,
-                       path=CHAIN_FIRST)
+        ex = Execution(iid, kind, body, req, signed, req.max_tokens or self.max_tokens_default, path=CHAIN_FIRST)
         async for _ in self.executor.execute_and_finish(ex):
             pass
 

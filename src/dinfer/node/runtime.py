@@ -18,10 +18,10 @@ from web3 import AsyncWeb3
 from dinfer import __version__
 from dinfer.chain.backends import connect
 from dinfer.chain.contracts.epochs import EpochsClient
-from dinfer.chain.contracts.inference import InferenceClient
+from dinfer.chain.contracts.inference import InferenceClient, ValidationClient
 from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.deploy import Deployment, bind
-from dinfer.chain.events import EventPoller
+from dinfer.chain.events import ChainEvent, EventPoller
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import Settings
 from dinfer.crypto import Keypair
@@ -41,7 +41,9 @@ from dinfer.node.session_service import SessionService, start_sessions
 from dinfer.node.store import NodeStore
 from dinfer.node.ta import TransferAgent
 from dinfer.node.upgrades import VersionManager, registration_loader
+from dinfer.node.validator import InferenceValidator
 from dinfer.ratelimit import RateLimiter
+from dinfer.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class NodeRuntime:
     """PoC leaves received from this host's ML nodes (callback API) and their seals; set in ``start``."""
     poc: PoCOrchestrator | None = None
     """Epoch / PoC orchestrator (``node/poc_orchestrator.py``); None when ``node.poc_enabled`` is false."""
+    validator: InferenceValidator | None = None
+    """Validator role (``node/validator.py``); None when ``node.validation_enabled`` is false."""
+    _validation: ValidationClient | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -123,10 +128,13 @@ class NodeRuntime:
         cursor = store.cursor_store()
         listener = Listener(keypair.address, store, chain, executor, peers, http,
                             max_tokens_default=node.max_tokens_default)
-        poller = EventPoller(w3, [inference.contract], cursor, "inference", listener.handle,
-                             start_block=deployment.block, confirmations=settings.chain.confirmations)
         rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
                  broker, executor, ta, listener, metrics)
+        validation = await rt.validation()
+        if node.validation_enabled:
+            rt.validator = rt._make_validator()
+        poller = EventPoller(w3, [inference.contract, validation.contract], cursor, "inference", rt._on_event,
+                             start_block=deployment.block, confirmations=settings.chain.confirmations)
         pool = w3.provider
         metrics.bind(queue_depth=lambda: writer.depth,
                      rpc_stats=lambda: (pool.stats().healthy, pool.stats().failures),  # type: ignore[attr-defined]
@@ -144,7 +152,10 @@ class NodeRuntime:
             asyncio.create_task(broker.run(rt._stop), name="broker-poll"),
             asyncio.create_task(poller.run(rt._stop), name="listener"),
             asyncio.create_task(rt.versions.run(rt._stop), name="mlnode-versions"),
+            asyncio.create_task(rt._prune_payloads(), name="payload-retention"),
         ]
+        if rt.validator is not None:
+            rt._tasks.append(asyncio.create_task(rt.validator.run(rt._stop), name="validator"))
         # Epochs and PoC (docs/epochs.md): follow the stage clock, drive this host's ML nodes through each cycle.
         rt.poc_batches = await PoCBatchStore.open(store)
         if node.poc_enabled:
@@ -159,6 +170,37 @@ class NodeRuntime:
                  __version__, chain_id, deployment.address("Registry"), restored)
         return rt
 
+    async def validation(self) -> ValidationClient:
+        """The Validation contract the Inference contract trusts (looked up once)."""
+        if self._validation is None:
+            self._validation = await self.inference.validation_client()
+        return self._validation
+
+    def _make_validator(self) -> InferenceValidator:
+        async def rate_bps() -> int:
+            return int(await self.registry.param("validation_rate_bps"))
+
+        async def threshold() -> float:
+            return int(await self.registry.param("validation_score_threshold_ppm")) / 1_000_000
+
+        return InferenceValidator(self.address, self.keypair.private_key, store=self.store, chain=self.chain,
+                                  inference=self.inference, validation=self.validation, broker=self.broker,
+                                  http=self.http, rate_bps=rate_bps, threshold=threshold)
+
+    async def _on_event(self, event: ChainEvent) -> None:
+        await self.listener.handle(event)
+        if self.validator is not None:
+            await self.validator.handle(event)
+
+    async def _prune_payloads(self) -> None:
+        """Drop payloads older than ``node.payload_retention_s`` (checked every tenth of it, at most hourly)."""
+        retention = self.settings.node.payload_retention_s
+        while not self._stop.is_set():
+            dropped = await self.store.prune_payloads(retention)
+            if dropped:
+                log.info("dropped %d payload(s) past the %.0f s retention window", dropped, retention)
+            await sleep_or_stop(self._stop, min(retention / 10, 3600.0))
+
     async def stop(self) -> None:
         self._stop.set()
         for task in self._tasks:
@@ -169,6 +211,8 @@ class NodeRuntime:
         if self.versions is not None:
             await self.versions.close()
         await self.listener.close()
+        if self.validator is not None:
+            await self.validator.close()
         if self.sessions is not None:
             await self.sessions.close()
         with contextlib.suppress(Exception):

@@ -207,8 +207,7 @@ class TransferAgent:
 
     async def _open(self, acc: Accepted, member: str, previous: list[str]) -> Upstream:
         if member == self.address:
-            ex = Execution(acc.inference_id, acc.kind, acc.body, acc.request, acc.signed.client, self.address,
-                           acc.max_tokens)
+            ex = Execution(acc.inference_id, acc.kind, acc.body, acc.request, acc.signed, acc.max_tokens)
             return Upstream.from_generator(self.local.execute_and_finish(ex))
         url = await self.chain.host_url(member)
         return await self.peers.open(url, acc.kind, acc.body, acc.signed, member, previous,
