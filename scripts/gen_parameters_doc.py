@@ -10,7 +10,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from dinfer.config import ChainSettings, DevnetSettings, MLNodeSettings, NodeSettings, ProtocolParams
+from dinfer.config import (
+    ChainSettings,
+    DevnetSettings,
+    DiscoverySettings,
+    MLNodeSettings,
+    NodeSettings,
+    ProtocolParams,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
 
@@ -54,6 +61,7 @@ Notes:
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("Chain connection (`[chain]`)", ChainSettings, "chain"),
     ("Host node (`[node]`)", NodeSettings, "node"),
+    ("Host discovery (`[node.discovery]`)", DiscoverySettings, "node.discovery"),
     ("ML node (`[mlnode]`)", MLNodeSettings, "mlnode"),
     ("Devnet (`[devnet]`)", DevnetSettings, "devnet"),
 ]
@@ -72,6 +80,8 @@ def render() -> str:
     for title, cls, section in SECTIONS:
         lines += [f"## {title}", "", "| key | default | meaning |", "|---|---|---|"]
         for name, field in cls.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue  # a nested block has its own section
             default = "" if field.default is None else field.default
             lines.append(f"| `{section}.{name}` | `{default}` | {_cell(field.description)} |")
         lines.append("")

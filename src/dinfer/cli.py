@@ -31,6 +31,9 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.client_cli", "chat", "chat"),
     ("dinfer.client_cli", "client_app", "client"),
     ("dinfer.session_cli", "session_app", "session"),
+    ("dinfer.keys_cli", "keys_app", "keys"),
+    ("dinfer.discovery_service", "discovery_app", "discovery"),
+    ("dinfer.store_service", "store_app", "store"),
 ]
 
 

@@ -165,6 +165,42 @@ class ChainSettings(_Frozen):
         return urls
 
 
+class DiscoverySettings(_Frozen):
+    """How a host node announces itself (``dinfer.node.announcer``): mDNS, the kademlia DHT, HTTP directories."""
+
+    mdns: bool = False
+    """Register a ``_dinfer._tcp.local.`` service on the local network."""
+    mdns_interfaces: list[str] = []
+    """Interface addresses mDNS uses (e.g. ``["127.0.0.1"]``); empty = every interface."""
+    dht_port: int = Field(0, ge=0, le=65535)
+    """UDP port of this host's kademlia DHT node; 0 = no DHT."""
+    dht_bind: str = "0.0.0.0"
+    """Address the DHT node listens on (when ``dht_port`` is set)."""
+    dht_bootstrap: list[str] = []
+    """Known DHT nodes as ``IP:PORT`` (kademlia needs IP literals)."""
+    http_services: list[str] = []
+    """Base URLs of ``dinfer discovery`` services to POST signed announcements to."""
+    announce_interval_s: float = Field(60.0, ge=1, le=3600)
+    """Re-announce period; keep it well under the readers' max age (10 minutes by default)."""
+
+    @field_validator("dht_bootstrap")
+    @classmethod
+    def _bootstrap(cls, nodes: list[str]) -> list[str]:
+        for node in nodes:
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"DHT bootstrap node must be IP:PORT, got {node!r}")
+        return nodes
+
+    @field_validator("http_services")
+    @classmethod
+    def _services(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"discovery service URL must start with http:// or https://, got {url!r}")
+        return urls
+
+
 class NodeSettings(_Frozen):
     """Host node (``dinfer node``)."""
 
@@ -249,6 +285,14 @@ class NodeSettings(_Frozen):
     local_model_args: dict[str, list[str]] = {}
     """Model id → engine ``--flag value`` pairs merged over the epoch snapshot's ``model_args`` (local wins per
     flag, see ``dinfer.node.epoch_models.merge_model_args``)."""
+    discovery: DiscoverySettings = DiscoverySettings()
+    """Announcing this host over mDNS, the DHT and HTTP discovery services (all off by default)."""
+    key_encryption_key: SecretStr | None = None
+    """32-byte hex key that encrypts the API-key gateway's per-key account keys at rest (XChaCha20-Poly1305). Setting
+    it (``DINFER_NODE__KEY_ENCRYPTION_KEY``) turns the gateway on (``Authorization: Bearer dk-…``, docs/api.md); the
+    node refuses to start when the stored keys do not decrypt under it."""
+    gateway_rate_limit_per_minute: int = Field(60, ge=1, le=1_000_000)
+    """Default per-API-key request budget (token bucket); a key's own ``rate_limit_per_minute`` overrides it."""
 
 
 class MLNodeSettings(_Frozen):

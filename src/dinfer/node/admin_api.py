@@ -70,6 +70,9 @@ async def register_node(spec: RegisterMLNode, request: Request) -> dict[str, Any
             receipt = await rt.registry.submit_hardware_diff(
                 [HardwareNode(spec.node_id, tuple(spec.models), spec.hardware, spec.throughput)], [])
             tx = "0x" + bytes(receipt["transactionHash"]).hex()
+            if rt.announcer is not None:
+                declared = await rt.registry.get_nodes(rt.address)
+                rt.announcer.update(models=sorted({m for n in declared for m in n.models}))
     except (NodeError, OSError) as exc:
         rt.broker.remove(spec.node_id)
         raise HTTPError(502, f"ML node {spec.node_id} at {spec.url} could not be prepared: {exc}",

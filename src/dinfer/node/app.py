@@ -13,6 +13,8 @@ from dinfer import __version__
 from dinfer.config import Settings
 from dinfer.http_errors import install_error_handlers
 from dinfer.node import admin_api, callback_api, epoch_api, executor_api, public_api, sessions_api, ws_sessions
+from dinfer.node.keys_api import admin_router as keys_admin_router
+from dinfer.node.keys_api import public_router as keys_public_router
 from dinfer.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ def create_public_app(rt: NodeRuntime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(epoch_api.router)  # first: its /v1/epochs/current supersedes the one in public_api
     app.include_router(public_api.router)
+    app.include_router(keys_public_router)  # API keys (gateway mode): client-signed or the key's own bearer
     app.include_router(executor_api.router)
     app.include_router(sessions_api.router)
     app.include_router(ws_sessions.router)
@@ -44,6 +47,7 @@ def create_admin_app(rt: NodeRuntime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
     app.include_router(admin_api.router)
+    app.include_router(keys_admin_router)  # API keys, every key (the operator)
     return app
 
 

@@ -14,6 +14,7 @@ from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
 from dinfer.crypto import checksum, recover_digest_eip191
 from dinfer.errors import CryptoError, DinferError, TxReverted
 from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
+from dinfer.node import gateway
 from dinfer.node.epoch_api import served_snapshot
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
@@ -54,15 +55,16 @@ async def _serve(request: Request, kind: Kind) -> Response:
 async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     body = await rt.read_body(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
-    acc = await rt.ta.admit(kind, body, headers)
+    ta = await gateway.for_request(rt, headers)  # rt.ta for signed requests; `Bearer dk-…` → the key's agent
+    acc = await ta.admit(kind, body, headers)
     await rt.store.kv_set(TA_REQUEST_KEY.format(acc.inference_id), orjson.dumps({
         "kind": kind, "body_hex": body.hex(),
         "headers": {h: headers[h] for h in (H_ADDRESS, H_TIMESTAMP, H_TA, H_SIGNATURE)} | {"x-dinfer-kind": kind},
     }).decode())
-    out = await rt.ta.dispatch(acc)
+    out = await ta.dispatch(acc)
     if acc.request.stream:
-        return StreamingResponse(rt.ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)
-    raw = b"".join([chunk async for chunk in rt.ta.relay(acc, out)])
+        return StreamingResponse(ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)
+    raw = b"".join([chunk async for chunk in ta.relay(acc, out)])
     record = out.record
     headers_out = {**out.headers, "x-dinfer-tokens": str(record.prompt_tokens + record.completion_tokens),
                    "x-dinfer-cost": str(record.cost_wei)}

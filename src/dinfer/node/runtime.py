@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import Request
 from web3 import AsyncWeb3
 
@@ -28,10 +29,12 @@ from dinfer.crypto import Keypair
 from dinfer.errors import ConfigError
 from dinfer.http_errors import HTTPError
 from dinfer.node.admin_api import restore_nodes
+from dinfer.node.announcer import Announcer
 from dinfer.node.broker import Broker
 from dinfer.node.chain_view import ChainView
 from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Executor
+from dinfer.node.gateway import Gateway, start_gateway
 from dinfer.node.listener import Listener
 from dinfer.node.metrics import NodeMetrics
 from dinfer.node.poc_batches import PoCBatchStore
@@ -77,6 +80,10 @@ class NodeRuntime:
     """Epoch / PoC orchestrator (``node/poc_orchestrator.py``); None when ``node.poc_enabled`` is false."""
     validator: InferenceValidator | None = None
     """Validator role (``node/validator.py``); None when ``node.validation_enabled`` is false."""
+    gateway: Gateway | None = None
+    """API-key gateway (``node/gateway.py``); None unless ``node.key_encryption_key`` is set."""
+    announcer: Announcer | None = None
+    """Discovery announcements (mDNS / DHT / HTTP directories, ``node/announcer.py``); None when none is set up."""
     _validation: ValidationClient | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,6 +137,11 @@ class NodeRuntime:
                             max_tokens_default=node.max_tokens_default)
         rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
                  broker, executor, ta, listener, metrics)
+        try:
+            rt.gateway = await start_gateway(rt)  # first: a wrong key-encryption key stops the start here
+        except ConfigError:
+            await rt.stop()  # close the store, RPC pool and HTTP client: their threads would keep the process alive
+            raise
         validation = await rt.validation()
         if node.validation_enabled:
             rt.validator = rt._make_validator()
@@ -166,6 +178,7 @@ class NodeRuntime:
                                      broker=broker, store=store, batches=rt.poc_batches, http=http, height=height,
                                      block_hash=block_hash)
             rt._tasks.append(asyncio.create_task(rt.poc.run(rt._stop), name="poc-orchestrator"))
+        rt.announcer = await rt._start_announcer()
         log.info("host node %s started (dinfer %s, chain %d, Registry %s, %d ML node(s) restored)", keypair.address,
                  __version__, chain_id, deployment.address("Registry"), restored)
         return rt
@@ -186,6 +199,20 @@ class NodeRuntime:
         return InferenceValidator(self.address, self.keypair.private_key, store=self.store, chain=self.chain,
                                   inference=self.inference, validation=self.validation, broker=self.broker,
                                   http=self.http, rate_bps=rate_bps, threshold=threshold)
+
+    async def _start_announcer(self) -> Announcer | None:
+        """Announce this host on the discovery channels ``node.discovery`` enables (docs/sdk.md, discovery)."""
+        disc = self.settings.node.discovery
+        if not (disc.mdns or disc.dht_port or disc.http_services):
+            return None
+        if not await self.registry.is_host(self.address):
+            log.warning("discovery announcements are off: %s is not a registered host yet", self.address)
+            return None
+        models = sorted({m for n in await self.registry.get_nodes(self.address) for m in n.models})
+        metadata = orjson.loads((await self.registry.get_host(self.address)).metadata or "{}")
+        announcer = Announcer(disc, self.keypair.private_key, self.settings.node.public_url, models, metadata)
+        await announcer.start()
+        return announcer
 
     async def _on_event(self, event: ChainEvent) -> None:
         await self.listener.handle(event)
@@ -213,6 +240,9 @@ class NodeRuntime:
         await self.listener.close()
         if self.validator is not None:
             await self.validator.close()
+        if self.announcer is not None:
+            with contextlib.suppress(Exception):
+                await self.announcer.stop()
         if self.sessions is not None:
             await self.sessions.close()
         with contextlib.suppress(Exception):

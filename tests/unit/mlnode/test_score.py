@@ -75,6 +75,8 @@ async def test_plain_prompt_and_top_k_zero(tmp_path: Path, models_dir: Path) -> 
         body = resp.json()
         assert body["prompt_tokens"] >= 2 and [p["top"] for p in body["positions"]] == [[], []]
         assert all(p["logprob"] < 0 and math.isfinite(p["logprob"]) for p in body["positions"])
+        assert isinstance(body["end_logprob"], float) and body["end_logprob"] < 0  # after "Hi": most likely EOG
+        assert "output_tokens" not in body  # echoed only when recovered from text (tests/unit/mlnode/test_align.py)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +88,8 @@ async def test_plain_prompt_and_top_k_zero(tmp_path: Path, models_dir: Path) -> 
         ({"model": "tiny", "prompt": "x", "output_tokens": [-1]}, 400, "outside the vocabulary"),
         ({"model": "tiny", "prompt": [], "output_tokens": [1]}, 400, "prompt"),
         ({"model": "tiny", "prompt": "x", "output_tokens": [1], "seed": 3}, 400, "seed"),
+        ({"model": "tiny", "prompt": "x"}, 400, "give the output"),
+        ({"model": "tiny", "prompt": "x", "output_tokens": [1], "output_text": "a"}, 400, "not both"),
         ({"model": "tiny", "prompt": "x", "output_tokens": [65] * 600}, 400, "context"),
         ({"model": "nope", "prompt": "x", "output_tokens": [1]}, 404, "unknown model"),
         ({"model": "../tiny", "prompt": "x", "output_tokens": [1]}, 400, "model"),
