@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.fixtures.processes import mlnode_process  # noqa: E402
+
 from bench.common import write_result  # noqa: E402
 from dinfer.chain.anvil import free_port  # noqa: E402
 from dinfer.chain.contracts.inference import InferenceInfo, InferenceStatus  # noqa: E402
@@ -34,7 +36,6 @@ from dinfer.config import ProtocolParams  # noqa: E402
 from dinfer.mlnode.models import SMOLLM2_ID  # noqa: E402
 from dinfer.node.claims import CLAIM_TOP_K, ask_engine, take_claims  # noqa: E402
 from dinfer.node.verdict import judge  # noqa: E402
-from tests.fixtures.processes import mlnode_process  # noqa: E402
 
 PROMPTS = [
     "Write a short poem about the sea.",

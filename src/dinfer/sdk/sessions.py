@@ -22,7 +22,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,8 @@ class SessionClient:
         self.ack: SessionAck | None = None
         self.receipts = ReceiptGuard(session.job_id, session.max_tokens)
         self.previous_jobs: list[int] = []
+        self.result_hooks: list[Callable[[PromptResult], Any]] = []
+        """Called with every generation's ``PromptResult`` (usage tracking: ``dinfer.sdk.billing``)."""
         self._message_index = first_message_index
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -445,6 +447,7 @@ class SessionClient:
                             result = PromptResult.from_wire(reply, answer)
                             self.history.add_turn(content, answer)
                             sink.result = result
+                            self._notify_result(result)
                             if kind == "response" and answer:
                                 yield answer
                             return
@@ -476,8 +479,18 @@ class SessionClient:
                 if reply.get("type") == "stream_chunk":
                     parts.append(str(reply.get("content") or ""))
                 elif reply.get("type") in ("stream_end", "response", "error"):
+                    if reply.get("type") != "error":  # a cancelled generation is billed too
+                        self._notify_result(PromptResult.from_wire(reply, "".join(parts)))
                     break
         self.history.add_turn(content, "".join(parts))
+
+    def _notify_result(self, result: PromptResult) -> None:
+        """Run ``result_hooks``; a failing hook is logged and never breaks the prompt stream."""
+        for hook in list(self.result_hooks):
+            try:
+                hook(result)
+            except Exception:
+                log.exception("session %s: result hook %r failed", self.job_id, hook)
 
     async def cancel(self) -> None:
         """Stop the running generation (its tokens so far are billed; its stream ends with ``cancelled``)."""
