@@ -60,7 +60,7 @@ def _group(base: str) -> dict[str, Any]:
     return next(g for g in groups if g["model"] == TINY)
 
 
-def _infer(network: BackgroundDevnet, executor: str, n: int) -> str:
+def _infer(network: BackgroundDevnet, executor: str, n: int, *, wait: bool = True) -> str:
     host0 = network.host(0)
     body, headers = request_with_first(network.info.demo_client_key, host0["address"], _group(host0["url"]),
                                        executor, max_tokens=8, temperature=1.0, seed=n)
@@ -69,7 +69,8 @@ def _infer(network: BackgroundDevnet, executor: str, n: int) -> str:
     assert r.headers["x-dinfer-executor"] == executor
     assert "logprobs" not in r.json()["choices"][0] or r.json()["choices"][0]["logprobs"] is None
     iid = r.headers["x-dinfer-inference-id"]
-    wait_status(host0["url"], iid, "FINISHED")
+    if wait:
+        wait_status(host0["url"], iid, "FINISHED")
     return iid
 
 
@@ -85,10 +86,13 @@ def _wait_validations(network: BackgroundDevnet, ids: list[str], *, at_least: in
         time.sleep(2)
 
 
+@pytest.mark.timeout(600)
 def test_honest_executors_are_validated_and_never_invalidated(network: BackgroundDevnet) -> None:
     honest = [network.host(0)["address"], network.host(1)["address"]]
-    ids = [_infer(network, honest[n % 2], n) for n in range(HONEST_INFERENCES)]
-    states = _wait_validations(network, ids, at_least=2, timeout=240)
+    ids = [_infer(network, honest[n % 2], n, wait=False) for n in range(HONEST_INFERENCES)]
+    for iid in ids:
+        wait_status(network.host(0)["url"], iid, "FINISHED")
+    states = _wait_validations(network, ids, at_least=2, timeout=400)
     assert sum(s.validations >= 1 for s in states) >= HONEST_INFERENCES
     assert all(s.validations == 2 for s in states), [s.validations for s in states]
     assert all(s.outcome == ValidationOutcome.NONE for s in states)
@@ -142,19 +146,27 @@ def proxy(network: BackgroundDevnet) -> Iterator[CheatingProxy]:
     cheat.stop()
 
 
-def _reload(url: str, model_path: Path | str) -> None:
+def _reload(host: dict[str, Any], model_path: Path | str) -> None:
+    """Load another GGUF on the host's ML node under the tiny model's id; wait until the host node serves it."""
+    url = host["mlnodes"][0]["url"]
     r = httpx.post(f"{url}/api/v1/inference/up", json={"model": TINY, "model_path": str(model_path)}, timeout=300)
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/api/v1/state", timeout=10).json()["models"] != [TINY]:
-        assert time.monotonic() < deadline, "ML node did not come back serving the tiny model"
+    while True:
+        health = httpx.get(f"{host['url']}/health", timeout=10).json()
+        if TINY in health["serving"] and set(health["mlnodes"].values()) == {"INFERENCE"}:
+            break
+        assert time.monotonic() < deadline, f"host does not serve the model again: {health}"
         time.sleep(0.5)
+    # a first answer after a load is slow (weights paged in): keep it out of the executor's time-to-first-token
+    warm = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert httpx.post(f"{url}/v1/chat/completions", json=warm, timeout=300).status_code == 200
 
 
+@pytest.mark.timeout(600)
 def test_every_cheat_is_confirmed_refunded_and_slashed(network: BackgroundDevnet, proxy: CheatingProxy,
                                                       tiny_model: Path) -> None:
     cheater = network.host(2)["address"]
-    ml_url = network.host(2)["mlnodes"][0]["url"]
 
     async def before(inference, validation, epochs, registry):  # type: ignore[no-untyped-def]
         return await registry.collateral_of(cheater), await inference.balance_of(network.info.demo_client_address)
@@ -163,11 +175,11 @@ def test_every_cheat_is_confirmed_refunded_and_slashed(network: BackgroundDevnet
     ids = []
     smollm2 = packaged_model_path(SMOLLM2_ID)
     assert smollm2 is not None
-    _reload(ml_url, smollm2)  # another model behind the same model id
+    _reload(network.host(2), smollm2)  # another model behind the same model id
     try:
         ids.append(_infer(network, cheater, 1000))
     finally:
-        _reload(ml_url, tiny_model)
+        _reload(network.host(2), tiny_model)
     for mode in ("overcount", "truncate"):
         proxy.mode = mode
         ids.append(_infer(network, cheater, 2000 + len(ids)))

@@ -38,11 +38,13 @@ from dinfer.node.broker import Broker, NoNodeAvailable
 from dinfer.node.chain_view import ChainView
 from dinfer.node.claims import CLAIM_TOP_K
 from dinfer.node.store import NodeStore
-from dinfer.node.verdict import Verdict, check_payload, failed, judge
+from dinfer.node.verdict import Verdict, check_payload, failed, has_stop_sequences, judge
 
 log = logging.getLogger(__name__)
 
 VALIDATED_KEY = "validated/{}"
+MAX_STOP_TOKENS = 16
+"""Most trailing claims a client stop string may leave past the output text (see ``_judge``)."""
 QUEUE_LIMIT = 1_000
 """Inferences waiting for validation; beyond it new ones are dropped with a warning (sampling is a duty, not a
 backlog: an overloaded validator is simply not paid for the ones it skips)."""
@@ -139,17 +141,23 @@ class InferenceValidator:
         claims = payload.get("claims") or []
         if not claims:
             return failed(static[0]) if static else Verdict(True, 1.0)
-        body = orjson.loads(bytes.fromhex(payload["body_hex"]))
+        raw_body = bytes.fromhex(payload["body_hex"])
+        body = orjson.loads(raw_body)
         prompt = body.get("messages") if payload.get("kind") == "chat" else body.get("prompt")
-        top_k = max([CLAIM_TOP_K, *(len(c[2]) for c in claims)])
-        request = {"model": model, "prompt": prompt, "output_text": payload.get("text", ""),
-                   "claimed": [{"token": c[0], "logprob": c[1]} for c in claims], "top_k": min(top_k, 20)}
-        resp = await self.http.post(score_url, json=request, timeout=300.0)
-        if resp.status_code == 400 and "unaligned" in resp.text:
-            return failed(f"the claimed tokens do not spell the output: {resp.json()['error']['message']}")
-        if resp.status_code >= 400:
-            raise NodeError(f"own ML node could not score {iid}: {resp.status_code} {resp.text[:300]}")
-        return judge(payload, info, static, resp.json(), await self._threshold())
+        top_k = min(max([CLAIM_TOP_K, *(len(c[2]) for c in claims)]), 20)
+        # A client stop string is cut from the text but its tokens stay in the claims: allow a few trailing ones.
+        spare = min(len(claims) - 1, MAX_STOP_TOKENS) if has_stop_sequences(raw_body) else 0
+        for dropped in range(spare + 1):
+            kept = claims[: len(claims) - dropped]
+            request = {"model": model, "prompt": prompt, "output_text": payload.get("text", ""),
+                       "claimed": [{"token": c[0], "logprob": c[1]} for c in kept], "top_k": top_k}
+            resp = await self.http.post(score_url, json=request, timeout=300.0)
+            if resp.status_code == 400 and "unaligned" in resp.text:
+                continue
+            if resp.status_code >= 400:
+                raise NodeError(f"own ML node could not score {iid}: {resp.status_code} {resp.text[:300]}")
+            return judge({**payload, "claims": kept}, info, static, resp.json(), await self._threshold())
+        return failed(f"the claimed tokens do not spell the output: {resp.json()['error']['message']}")
 
     async def _response_hash(self, info: InferenceInfo, raw_id: bytes) -> bytes:
         """The finish record's ``response_hash``: from the ``InferenceFinished`` log at the finish block."""
