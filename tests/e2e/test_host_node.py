@@ -243,3 +243,24 @@ def test_oversized_expired_unfunded_and_replayed(network: BackgroundDevnet) -> N
     assert _post(base, body, headers).status_code == 200
     r = _post(base, body, headers)
     assert r.status_code == 409 and r.json()["error"]["code"] == "replay"
+
+
+def test_tokenize_counts_with_the_served_model(network: BackgroundDevnet) -> None:
+    base = network.host(0)["url"]
+    plain = httpx.post(f"{base}/v1/tokenize", json={"model": TINY, "content": "hello world"}, timeout=30)
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["count"] == len(plain.json()["tokens"]) > 0
+    chat = httpx.post(f"{base}/v1/tokenize", json={"model": TINY, "messages": [{"role": "user", "content": "hi"}]},
+                      timeout=30)
+    assert chat.status_code == 200 and chat.json()["count"] > plain.json()["count"] - 5
+    bad = {
+        "unknown model": ({"model": "nope", "content": "x"}, 404),
+        "both": ({"model": TINY, "content": "x", "messages": []}, 400),
+        "neither": ({"model": TINY}, 400),
+        "not json": (None, 400),
+    }
+    for name, (payload, status) in bad.items():
+        r = (httpx.post(f"{base}/v1/tokenize", content=b"{nope", timeout=30) if payload is None
+             else httpx.post(f"{base}/v1/tokenize", json=payload, timeout=30))
+        assert r.status_code == status, (name, r.text)
+        assert r.json()["error"]["message"], name

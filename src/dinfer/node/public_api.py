@@ -12,9 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
 from dinfer.crypto import checksum, recover_digest_eip191
-from dinfer.errors import CryptoError, DinferError, TxReverted
+from dinfer.errors import CryptoError, DinferError, InvalidRequest, ModelNotFound, TxReverted
 from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
 from dinfer.node import gateway
+from dinfer.node.broker import NoNodeAvailable
 from dinfer.node.epoch_api import served_snapshot
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
@@ -157,3 +158,25 @@ async def health(request: Request) -> dict[str, Any]:
             "mlnode_version": rt.versions.version if rt.versions else None,
             "serving": sorted(rt.broker.models()), "tx_queue_depth": rt.writer.depth}
 
+
+
+@router.post("/v1/tokenize")
+async def tokenize(request: Request) -> dict[str, Any]:
+    """Token count of ``content`` (with its ids) or of a chat's ``messages`` (templated prompt) for ``model``, by
+    one of this host's ML nodes serving it: what the SDK's ``estimate_tokens`` asks before opening a session."""
+    rt = _rt(request)
+    try:
+        body = orjson.loads(await rt.read_body(request))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"tokenize body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidRequest('send {"model": "...", "content": "text"} or {"model": "...", "messages": [...]}')
+    content, messages = body.get("content"), body.get("messages")
+    if (content is None) == (messages is None) or not isinstance(content or messages, str | list):
+        raise InvalidRequest("give exactly one of content (a string) or messages (a chat message list)")
+    model = body["model"]
+    try:
+        node = rt.broker.pick(model)
+    except NoNodeAvailable:
+        raise ModelNotFound(f"this host serves no model {model!r} now (see GET /v1/models)") from None
+    return await node.client.tokenize(content, messages=messages, model=model)
