@@ -9,7 +9,6 @@ import sys
 import typer
 from rich.console import Console
 
-from dinfer import __version__
 from dinfer.errors import DinferError
 
 app = typer.Typer(
@@ -34,12 +33,16 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.keys_cli", "keys_app", "keys"),
     ("dinfer.discovery_service", "discovery_app", "discovery"),
     ("dinfer.store_service", "store_app", "store"),
+    ("dinfer.inspect_cli", "inference_app", "inference"),
+    ("dinfer.inspect_cli", "epoch_app", "epoch"),
 ]
 
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"dinfer {__version__}")
+        from dinfer.build_info import build_info  # runs `git rev-parse` only when asked
+
+        typer.echo(build_info().describe())
         raise typer.Exit()
 
 

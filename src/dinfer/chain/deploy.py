@@ -106,3 +106,68 @@ async def deploy_network(
         contracts=addresses,
         abi_hashes={name: abi_hash(compile_contract(name).abi) for name in addresses},
     )
+
+
+# --- build identity: does the chain run the contracts this build was compiled from?
+
+class DeploymentMismatch(ConfigError):
+    """The deployment's contracts are not the ones this build compiles (wrong binary or wrong contract address)."""
+
+
+def runtime_code(name: str) -> tuple[bytes, int]:
+    """(runtime bytecode, length of the immutables appended at deployment) of the local ``contracts/<name>.vy``.
+
+    Vyper ends init code with a CBOR footer ``(integrity, runtime_len, data_section_lengths, immutables_len,
+    {"vyper": version})`` followed by the footer's length (2 bytes), and the runtime code sits right before the
+    footer; deployed code is that runtime code followed by ``immutables_len`` bytes of immutable values.
+    """
+    import cbor2
+
+    init = bytes.fromhex(compile_contract(name).bytecode.removeprefix("0x"))
+    footer_len = int.from_bytes(init[-2:], "big")
+    try:
+        meta = cbor2.loads(init[-footer_len:-2])
+        runtime_len, immutables_len = int(meta[1]), int(meta[3])
+    except (cbor2.CBORDecodeError, IndexError, TypeError, ValueError) as exc:
+        raise ChainError(f"{name}: cannot read the Vyper metadata footer of its bytecode ({exc})") from None
+    end = len(init) - footer_len
+    return init[end - runtime_len:end], immutables_len
+
+
+async def verify_deployment(w3: AsyncWeb3, deployment: Deployment) -> dict[str, str]:
+    """Check every contract of ``deployment`` against this build; returns ``{name: keccak of its runtime code}``.
+
+    Per contract: the ABI hash recorded in the deployment file must equal the hash of the locally compiled ABI (a
+    file without ``abi_hashes`` skips this part), and ``eth_getCode(address)`` must be the local runtime code plus
+    exactly ``immutables_len`` trailing bytes (immutable values, e.g. Sessions' Registry address, are set by the
+    constructor and cannot be compared with a local compile; only their length is). ``DeploymentMismatch`` lists
+    every contract that differs.
+    """
+    from eth_utils import keccak
+
+    problems: list[str] = []
+    hashes: dict[str, str] = {}
+    for name, address in deployment.contracts.items():
+        try:
+            local_abi = abi_hash(compile_contract(name).abi)
+            runtime, immutables_len = runtime_code(name)
+        except ChainError as exc:
+            problems.append(f"{name}: this build has no matching contract ({exc})")
+            continue
+        recorded = deployment.abi_hashes.get(name)
+        if recorded is not None and recorded != local_abi:
+            problems.append(f"{name}: ABI hash {recorded[:16]}… in the deployment file, {local_abi[:16]}… in this "
+                            "build")
+        code = bytes(await w3.eth.get_code(AsyncWeb3.to_checksum_address(address)))
+        hashes[name] = "0x" + keccak(runtime).hex()
+        if not code:
+            problems.append(f"{name}: no contract code at {address}")
+        elif code[:len(runtime)] != runtime or len(code) != len(runtime) + immutables_len:
+            problems.append(f"{name}: code at {address} (keccak 0x{keccak(code).hex()[:16]}…, {len(code)} bytes) is "
+                            f"not this build's (keccak {hashes[name][:18]}…, {len(runtime)}+{immutables_len} bytes)")
+    if problems:
+        raise DeploymentMismatch(
+            f"the contracts of the deployment on chain {deployment.chain_id} do not match this dinfer build: "
+            + "; ".join(problems)
+            + ". Run the dinfer release that deployed them, or point chain.deployment_file at this network's file.")
+    return hashes

@@ -17,11 +17,12 @@ from fastapi import Request
 from web3 import AsyncWeb3
 
 from dinfer import __version__
+from dinfer.build_info import build_info
 from dinfer.chain.backends import connect
 from dinfer.chain.contracts.epochs import EpochsClient
 from dinfer.chain.contracts.inference import InferenceClient, ValidationClient
 from dinfer.chain.contracts.registry import RegistryClient
-from dinfer.chain.deploy import Deployment, bind
+from dinfer.chain.deploy import Deployment, bind, verify_deployment
 from dinfer.chain.events import ChainEvent, EventPoller
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import Settings
@@ -84,6 +85,8 @@ class NodeRuntime:
     """API-key gateway (``node/gateway.py``); None unless ``node.key_encryption_key`` is set."""
     announcer: Announcer | None = None
     """Discovery announcements (mDNS / DHT / HTTP directories, ``node/announcer.py``); None when none is set up."""
+    code_hashes: dict[str, str] = field(default_factory=dict)
+    """keccak of each contract's runtime code, verified against the chain at start (``verify_deployment``)."""
     _validation: ValidationClient | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,6 +110,15 @@ class NodeRuntime:
         chain_id = await w3.eth.chain_id
         if chain_id != deployment.chain_id:
             raise ConfigError(f"RPC chain id {chain_id} differs from the deployment's {deployment.chain_id}")
+        try:  # build identity: refuse to run against contracts this build was not compiled from
+            code_hashes = await verify_deployment(w3, deployment)
+        except ConfigError:
+            await w3.provider.disconnect()
+            raise
+        build = build_info()
+        log.info("build identity: dinfer %s, commit %s%s, chain %d, contracts %s, ABI hashes %s (ABI and bytecode "
+                 "match this build)", build.version, build.commit or "unknown", " (modified)" if build.dirty else "",
+                 chain_id, deployment.contracts, {n: h[:16] for n, h in deployment.abi_hashes.items()})
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         store = await NodeStore.open(Path(node.data_dir) / "node.sqlite")
         sender = TxSender(w3, keypair, receipt_timeout=settings.chain.tx_receipt_timeout_s,
@@ -137,6 +149,7 @@ class NodeRuntime:
                             max_tokens_default=node.max_tokens_default)
         rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
                  broker, executor, ta, listener, metrics)
+        rt.code_hashes = code_hashes
         try:
             rt.gateway = await start_gateway(rt)  # first: a wrong key-encryption key stops the start here
         except ConfigError:
@@ -278,4 +291,7 @@ class NodeRuntime:
             "contracts": self.deployment.contracts,
             "abi_hashes": self.deployment.abi_hashes,
             "public_url": self.settings.node.public_url,
+            "git_commit": build_info().commit,
+            "build": build_info().as_dict(),
+            "code_hashes": self.code_hashes,
         }

@@ -16,6 +16,10 @@ Strategies (``Strategy``; every score is in [0, 1], higher is better, ties keep 
 Normalisation (composite, and the per-strategy scores): across the candidates left after filtering, a criterion
 where lower is better maps ``x`` to ``(max - x) / (max - min)``, one where higher is better to
 ``(x - min) / (max - min)``; when every candidate has the same value, all get 1.
+
+Peers (``HostSelector(peers=PeerBook)``): blacklisted hosts are excluded (reason ``blacklisted: …``), preferred
+hosts are ranked first (in preference order, whatever their score), and ``record_outcome`` also feeds the book
+(success / failure, so repeated failures blacklist a host automatically).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dinfer.crypto import checksum
 from dinfer.errors import ChainError, ConfigError, DinferError
 from dinfer.sdk._selection_signals import ChainReputation, HostReputation, LatencyProbe
 from dinfer.sdk.host_stats import HostPerformance, HostStatsStore
 from dinfer.sdk.hosts import HostRecord
+
+if TYPE_CHECKING:
+    from dinfer.sdk.discovery.peers import PeerBook
 
 __all__ = [
     "CompositeWeights",
@@ -220,8 +227,10 @@ class HostSelector:
     def __init__(self, *, stats: HostStatsStore | None = None, stats_path: str | os.PathLike[str] | None = None,
                  latency: LatencyProbe | None = None, reputation: ChainReputation | None = None,
                  weights: CompositeWeights | None = None,
-                 reputation_weights: ReputationWeights | None = None) -> None:
+                 reputation_weights: ReputationWeights | None = None, peers: PeerBook | None = None) -> None:
         self.stats = stats if stats is not None else HostStatsStore(stats_path)
+        self.peers = peers
+        """Blacklist and preferred hosts honoured by every strategy (None: not used)."""
         self.latency = latency if latency is not None else LatencyProbe()
         self.reputation = reputation
         self.weights = weights or (CompositeWeights() if reputation is not None else CompositeWeights(reputation=0.0))
@@ -248,6 +257,9 @@ class HostSelector:
         kept: list[HostRecord] = []
         excluded: list[tuple[HostRecord, str]] = []
         for host in hosts:
+            if self.peers is not None and (entry := self.peers.blacklist_entry(host)) is not None:
+                excluded.append((host, f"blacklisted: {entry.reason}"))
+                continue
             price = effective_price(host, req.model, governance_price)[0] if req.model else None
             reason = req.why_not(host, price, self.stats.get(host.address).reliability)
             if reason is None:
@@ -275,6 +287,8 @@ class HostSelector:
         ranked: list[RankedHost] = []
         if candidates:
             ranked = await self._rank(kind, candidates, model, governance_price, excluded)
+        if self.peers is not None:
+            ranked = self.peers.preferred_first(ranked, lambda r: r.host.address)
         if not ranked:
             raise NoSuitableHost(model, excluded)
         return ranked
@@ -464,7 +478,13 @@ class HostSelector:
     # --- performance feedback
     def record_outcome(self, host: HostRecord | str, success: bool, duration_s: float) -> HostPerformance:
         """Report how a session/request on ``host`` ended; feeds ``reliability`` into later rankings (persisted)."""
-        return self.stats.record_outcome(_address(host), success, duration_s)
+        performance = self.stats.record_outcome(_address(host), success, duration_s)
+        if self.peers is not None:
+            if success:
+                self.peers.record_success(_address(host))
+            else:
+                self.peers.record_failure(_address(host), reason="reported by record_outcome")
+        return performance
 
     def performance(self, host: HostRecord | str) -> HostPerformance:
         """Selections, success rate, average duration and reliability of ``host`` with this client."""

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dinfer import __version__
+from dinfer.build_info import build_info
 from dinfer.http_errors import JSONBytesResponse
 from dinfer.mlnode.api.state import AppState, get_state
 from dinfer.mlnode.schemas import MLNodeState
@@ -27,6 +28,7 @@ async def health(st: State) -> JSONBytesResponse:
         "version": st.settings.version,
         "node_id": st.settings.node_id,
         "dinfer_version": __version__,
+        "git_commit": build_info().commit,
         "engine": st.settings.engine,
         "models": snap["models"],
         "error": snap["error"],

@@ -10,7 +10,19 @@ from dinfer.sdk.discovery.dht import DhtSource
 from dinfer.sdk.discovery.filters import HostFilter
 from dinfer.sdk.discovery.http import HttpDiscoveryClient
 from dinfer.sdk.discovery.mdns import SERVICE_TYPE, MdnsSource
+from dinfer.sdk.discovery.peers import BlacklistEntry, PeerBook, PeerPolicy, PeerStats
 from dinfer.sdk.discovery.registry import RegistrySource
+from dinfer.sdk.discovery.reports import (
+    HostReport,
+    ReportError,
+    ReportIssue,
+    ReportRateLimited,
+    ReportReplayed,
+    ReportSignatureError,
+    UnknownReportedHost,
+    sign_report,
+    verify_report,
+)
 from dinfer.sdk.discovery.source import (
     BadDiscoveryResponse,
     DiscoveryError,
@@ -25,15 +37,28 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "SERVICE_TYPE",
     "BadDiscoveryResponse",
+    "BlacklistEntry",
     "DhtSource",
     "DiscoveryError",
     "DiscoverySource",
     "DiscoveryUnavailable",
     "HostFilter",
+    "HostReport",
     "HttpDiscoveryClient",
     "MdnsSource",
     "MeasuredSource",
+    "PeerBook",
+    "PeerPolicy",
+    "PeerStats",
     "RegistrySource",
+    "ReportError",
+    "ReportIssue",
+    "ReportRateLimited",
+    "ReportReplayed",
+    "ReportSignatureError",
     "SourceStats",
     "UnifiedDiscovery",
+    "UnknownReportedHost",
+    "sign_report",
+    "verify_report",
 ]

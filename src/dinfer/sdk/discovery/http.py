@@ -6,6 +6,9 @@ exponential backoff (``RetryPolicy``) over every configured service URL; when al
 ``DiscoveryUnavailable`` (unreachable, 5xx) or ``BadDiscoveryResponse`` (an answer that is not a host list), and
 unified discovery carries on with its other sources. Entries carrying a signed announcement are verified (bad or
 expired → dropped, ``stats.rejected``); chain-only entries are the service's reading of the Registry.
+
+With ``reporter_key``, ``report_host`` signs a report about a misbehaving host and posts it to every service
+(``POST /v1/reports``); ``host_reports`` reads a service's aggregate (``GET /v1/reports/{host}``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dinfer.announce import DEFAULT_MAX_AGE_S, AnnouncementError, verify_announcement
 from dinfer.crypto import checksum
 from dinfer.retry import RetryPolicy
 from dinfer.sdk.discovery.filters import HostFilter
+from dinfer.sdk.discovery.reports import (
+    HostReport,
+    ReportError,
+    ReportIssue,
+    ReportRateLimited,
+    ReportReplayed,
+    ReportSignatureError,
+    UnknownReportedHost,
+    sign_report,
+)
 from dinfer.sdk.discovery.source import BadDiscoveryResponse, DiscoveryError, DiscoveryUnavailable, MeasuredSource
 from dinfer.sdk.hosts import HostRecord, MetadataError, parse_metadata
 
@@ -74,8 +88,11 @@ class HttpDiscoveryClient(MeasuredSource):
 
     def __init__(self, urls: str | list[str], *, cache_ttl_s: float = 30.0, refresh_interval_s: float | None = None,
                  retry: RetryPolicy | None = None, timeout_s: float = 5.0, max_age_s: float = DEFAULT_MAX_AGE_S,
-                 background_refresh: bool = True, http: httpx.AsyncClient | None = None) -> None:
+                 background_refresh: bool = True, http: httpx.AsyncClient | None = None,
+                 reporter_key: str | None = None) -> None:
         super().__init__()
+        self.reporter_key = reporter_key
+        """Private key that signs ``report_host`` reports (None: this client cannot report)."""
         self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
         if not self.urls or not all(u.startswith(("http://", "https://")) for u in self.urls):
             raise ValueError(f"discovery service URLs must be http(s) URLs, got {urls!r}")
@@ -169,6 +186,58 @@ class HttpDiscoveryClient(MeasuredSource):
                 self.stats.last_error = f"background refresh: {exc}"
                 log.warning("HTTP discovery background refresh failed: %s", exc)
 
+    async def report_host(self, host: HostRecord | str, issue: ReportIssue | str,
+                          detail: str = "") -> list[dict[str, Any]]:
+        """Sign a report about ``host`` and post it to every service; returns the acknowledgements.
+
+        Raises the typed refusal (``UnknownReportedHost``, ``ReportReplayed``, ``ReportRateLimited``,
+        ``ReportSignatureError``, ``ReportError``) or ``DiscoveryUnavailable`` when no service accepted it.
+
+        Example:
+            >>> await client.report_host(host, "timeout", "no first token in 30 s")   # doctest: +SKIP
+        """
+        if self.reporter_key is None:
+            raise ReportError("report_host needs HttpDiscoveryClient(..., reporter_key=<your private key>)")
+        address = host.address if isinstance(host, HostRecord) else host
+        return await self.send_report(sign_report(self.reporter_key, address, issue, detail))
+
+    async def send_report(self, report: HostReport) -> list[dict[str, Any]]:
+        """Post an already signed report to every service (``report_host`` signs and calls this)."""
+        body = orjson.dumps(report.to_dict())
+        acks: list[dict[str, Any]] = []
+        last: DiscoveryError | None = None
+        for url in self.urls:
+            try:
+                resp = await self._http.post(f"{url}/v1/reports", content=body,
+                                             headers={"content-type": "application/json"})
+            except httpx.HTTPError as exc:
+                last = DiscoveryUnavailable(f"discovery service {url} unreachable: {type(exc).__name__}: {exc}")
+                continue
+            if resp.status_code in (200, 201):
+                acks.append({"url": url, **resp.json()})
+            else:
+                last = _report_refusal(url, resp)
+        if not acks:
+            assert last is not None
+            raise last
+        return acks
+
+    async def host_reports(self, host: HostRecord | str) -> dict[str, Any]:
+        """The first answering service's aggregate of reports about ``host`` (total, by_issue, reporters, recent)."""
+        address = host.address if isinstance(host, HostRecord) else host
+        last: DiscoveryError | None = None
+        for url in self.urls:
+            try:
+                resp = await self._http.get(f"{url}/v1/reports/{address}")
+            except httpx.HTTPError as exc:
+                last = DiscoveryUnavailable(f"discovery service {url} unreachable: {type(exc).__name__}: {exc}")
+                continue
+            if resp.status_code == 200:
+                return dict(resp.json())
+            last = _report_refusal(url, resp)
+        assert last is not None
+        raise last
+
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
@@ -177,3 +246,23 @@ class HttpDiscoveryClient(MeasuredSource):
             self._refresher = None
         if self._owns_http:
             await self._http.aclose()
+
+
+def _report_refusal(url: str, resp: httpx.Response) -> DiscoveryError:
+    """The typed error of a service's refusal of a report (or of a report query)."""
+    try:
+        message = str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = resp.text[:200]
+    text = f"discovery service {url} refused the report ({resp.status_code}): {message}"
+    if resp.status_code == 401:
+        return ReportSignatureError(text)
+    if resp.status_code == 404:
+        return UnknownReportedHost(text)
+    if resp.status_code == 409:
+        return ReportReplayed(text)
+    if resp.status_code == 429:
+        return ReportRateLimited(text, float(resp.headers.get("retry-after", "60")))
+    if resp.status_code >= 500:
+        return DiscoveryUnavailable(text)
+    return ReportError(text)

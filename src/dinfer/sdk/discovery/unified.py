@@ -3,7 +3,8 @@
 A failing or slow source does not fail the call: its error lands in its stats and the others answer. Only when
 every enabled source fails does ``discover_all_hosts`` raise ``DiscoveryUnavailable`` (naming each failure).
 Sorting: the best-ranked source that reported a host (``set_discovery_priority``), then stake (descending), then
-address (stable order).
+address (stable order). With ``peers=`` (a ``PeerBook``), blacklisted hosts are dropped and preferred hosts come
+first, whatever their source or stake; ``report_host`` records the report there and posts it to the HTTP services.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import time
 from typing import Any
 
 from dinfer.sdk.discovery.filters import HostFilter
+from dinfer.sdk.discovery.http import HttpDiscoveryClient
+from dinfer.sdk.discovery.peers import PeerBook, peer_address
+from dinfer.sdk.discovery.reports import ReportError, ReportIssue
 from dinfer.sdk.discovery.source import DiscoveryError, DiscoverySource, DiscoveryUnavailable
 from dinfer.sdk.hosts import HostRecord
 
@@ -36,13 +40,15 @@ class UnifiedDiscovery:
     """
 
     def __init__(self, sources: list[DiscoverySource], *, priority: list[str] | None = None,
-                 source_timeout_s: float = 5.0) -> None:
+                 source_timeout_s: float = 5.0, peers: PeerBook | None = None) -> None:
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"discovery source names must be unique, got {names}")
         self._sources = {s.name: s for s in sources}
         self._enabled = dict.fromkeys(names, True)
         self.source_timeout_s = source_timeout_s
+        self.peers = peers
+        """Blacklist, preferred hosts and per-host reputation (None: every host is treated alike)."""
         self._priority: list[str] = []
         self.set_discovery_priority(priority or [n for n in DEFAULT_PRIORITY if n in names])
 
@@ -84,7 +90,30 @@ class UnifiedDiscovery:
                 continue
             for host in result:
                 merged[host.address] = merged[host.address].merged(host) if host.address in merged else host
-        return sorted(host_filter.apply(list(merged.values())), key=self._preference)
+        ordered = sorted(host_filter.apply(list(merged.values())), key=self._preference)
+        return self.peers.arrange(ordered) if self.peers is not None else ordered
+
+    async def report_host(self, host: HostRecord | str, issue: ReportIssue | str,
+                          detail: str = "") -> list[dict[str, Any]]:
+        """Report a misbehaving host: counted in ``peers`` (when set) and posted, signed, to every HTTP discovery
+        source that has a ``reporter_key``; returns the services' acknowledgements.
+
+        Example:
+            >>> await discovery.report_host(host, "overcharge", "billed 3x the advertised price")  # doctest: +SKIP
+        """
+        address = peer_address(host)
+        ReportIssue.parse(str(issue))
+        services = [s for s in self._sources.values()
+                    if isinstance(s, HttpDiscoveryClient) and s.reporter_key is not None]
+        if not services:
+            raise ReportError("no HTTP discovery source can sign reports: add HttpDiscoveryClient(url, "
+                              "reporter_key=<your private key>)")
+        acks: list[dict[str, Any]] = []
+        for service in services:
+            acks.extend(await service.report_host(address, issue, detail))
+        if self.peers is not None:
+            self.peers.note_report(address)  # counted once accepted (a refused report raised above)
+        return acks
 
     async def _ask(self, name: str, model: str | None) -> list[HostRecord] | BaseException:
         source = self._sources[name]
@@ -109,9 +138,13 @@ class UnifiedDiscovery:
 
     def get_discovery_stats(self) -> dict[str, dict[str, Any]]:
         """Per source: enabled, healthy, calls, successes, success_rate, avg_discovery_ms, cache_hits,
-        cache_hit_rate, rejected, last_error."""
-        return {n: {"enabled": self._enabled[n], "priority": self._priority.index(n), **s.stats.as_dict()}
-                for n, s in self._sources.items()}
+        cache_hit_rate, rejected, last_error. With ``peers``, also ``"peers"``: ``PeerBook.summary()`` (per-host
+        reputation and connection quality, blacklist, preferred list)."""
+        stats = {n: {"enabled": self._enabled[n], "priority": self._priority.index(n), **s.stats.as_dict()}
+                 for n, s in self._sources.items()}
+        if self.peers is not None:
+            stats["peers"] = self.peers.summary()
+        return stats
 
     async def close(self) -> None:
         """Close every source (sockets, watchers, background refreshes)."""
