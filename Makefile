@@ -34,6 +34,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install-test: install $(VENV)/.installed-test
 	@bash scripts/ensure-system-deps.sh
+	@# Headless browser for the dashboard test (Debian `chromium`); without root/apt the test skips and says why.
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& echo "installing chromium (dashboard browser test)" \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; }; } \
+		|| echo "chromium not installed: tests/e2e/test_dashboard_e2e.py's browser test will skip" >&2
 
 run: install
 	$(BIN)/dinfer devnet up

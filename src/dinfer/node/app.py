@@ -13,6 +13,7 @@ from dinfer import __version__
 from dinfer.config import Settings
 from dinfer.http_errors import install_error_handlers
 from dinfer.node import admin_api, callback_api, epoch_api, executor_api, public_api, sessions_api, ws_sessions
+from dinfer.node.dashboard import close_dashboard_streams, install_dashboard
 from dinfer.node.keys_api import admin_router as keys_admin_router
 from dinfer.node.keys_api import public_router as keys_public_router
 from dinfer.node.runtime import NodeRuntime
@@ -30,6 +31,7 @@ def create_public_app(rt: NodeRuntime) -> FastAPI:
     app.include_router(executor_api.router)
     app.include_router(sessions_api.router)
     app.include_router(ws_sessions.router)
+    install_dashboard(app)  # GET /dashboard, /dashboard/events (SSE), /dashboard/state.json, /dashboard/static
     return app
 
 
@@ -79,6 +81,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             if task in tasks and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
+        close_dashboard_streams(*(s.config.app for s in servers))  # open SSE streams would hold the shutdown
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
