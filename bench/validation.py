@@ -8,8 +8,9 @@ of ``MAX_TOKENS`` tokens at temperature 0.8 with the logprob claims an executor 
 the ML node's process tree during each answer is the executor's cost. Then each answer is validated exactly as a
 host's validator does it: ``POST /api/v1/score`` with the output text and the claims (the ML node recovers the
 token ids and teacher-forces them in-process), then ``dinfer.node.verdict.judge``; the process tree's CPU time
-during that call is the validator's cost. The network fraction at rate ``r`` with a group of ``m`` members is
-``r × (m − 1) × validator CPU / executor CPU`` (every other member samples each inference at rate ``r``).
+during that call is the validator's cost. The network fraction with a group of ``m`` members is
+``r × (m − 1) × validator CPU / executor CPU`` where ``r`` is the per-validator rate
+``dinfer.validation.effective_rate_bps`` gives (every other member samples each inference at rate ``r``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dinfer.config import ProtocolParams  # noqa: E402
 from dinfer.mlnode.models import SMOLLM2_ID  # noqa: E402
 from dinfer.node.claims import CLAIM_TOP_K, ask_engine, take_claims  # noqa: E402
 from dinfer.node.verdict import judge  # noqa: E402
+from dinfer.validation import NEW_EXECUTOR_INFERENCES, effective_rate_bps  # noqa: E402
 
 PROMPTS = [
     "Write a short poem about the sea.",
@@ -93,7 +95,7 @@ def main() -> None:
     port = free_port()
     rows: list[dict[str, Any]] = []
     threshold = ProtocolParams().validation_score_threshold_ppm / 1e6
-    rate = ProtocolParams().validation_rate_bps / 10_000
+    rate = ProtocolParams().validation_rate_bps / 10_000  # expected validations per inference
     with tempfile.TemporaryDirectory() as tmp, mlnode_process(port, "v0.1.0", "bench", Path(tmp), "--threads", "1") \
             as url, httpx.Client(base_url=url, timeout=300) as http:
         _wait_model(http)
@@ -136,9 +138,12 @@ def main() -> None:
         {"metric": "executor CPU per inference", "value": round(gen, 3), "unit": "s"},
         {"metric": "honest inferences passing", "value": f"{sum(r['ok'] for r in rows)}/{len(rows)}", "unit": ""},
     ]
+    base = ProtocolParams().validation_rate_bps
     for m in GROUP_SIZES:
-        summary.append({"metric": f"validation share of compute, rate {rate:.0%}, group of {m}",
-                        "value": round(100 * rate * (m - 1) * val / gen, 2), "unit": "%"})
+        for label, done in (("seasoned", NEW_EXECUTOR_INFERENCES), ("new", 0)):
+            per_validator = effective_rate_bps(base, m, done, 0) / 10_000
+            summary.append({"metric": f"validation share of compute, group of {m}, {label} executor",
+                            "value": round(100 * per_validator * (m - 1) * val / gen, 2), "unit": "%"})
     path = write_result("validation", summary, {"rows": rows, "first_score_cpu_s": rows[0]["validate_cpu_s"],
                                                 "threshold": threshold, "rate": rate})
     print(f"wrote {path}")

@@ -3,7 +3,9 @@
 @title dinfer Validation
 @notice Sampled re-checks of finished inferences (design §3/§4, issue #8). A validator is an ACTIVE member of the
         inference's epoch group other than its executor, selected when
-        `keccak256(abi.encode(inference_id, validator)) < validation_rate_bps × 2^256 / 10000`. A failed
+        `keccak256(abi.encode(inference_id, validator)) < rate × 2^256 / 10000`; the rate is
+        `validation_rate_bps` split over the other group members, doubled for a new executor and again for one
+        with a confirmed invalid inference this epoch (`_rate`, `dinfer.validation.effective_rate_bps`). A failed
         validation opens a dispute that one deterministic tie-breaker decides: confirmed → the Inference contract
         refunds the client from the executor's earnings, the executor's invalid count rises and at
         `invalid_threshold` it becomes INVALID and is slashed `slash_fraction_invalid_bps` once per epoch;
@@ -27,6 +29,8 @@ INVALID: constant(uint8) = 2
 WALK_OK: constant(uint8) = 0
 BPS: constant(uint256) = 10000
 MAX_SCORE_PPM: constant(uint256) = 1000000
+NEW_EXECUTOR_INFERENCES: constant(uint256) = 100
+REPUTATION_FACTOR: constant(uint256) = 2
 # 2^256 = BPS × Q + R, so floor(rate × 2^256 / BPS) = rate × Q + floor(rate × R / BPS) without overflow
 Q: constant(uint256) = max_value(uint256) // BPS
 R: constant(uint256) = max_value(uint256) % BPS + 1
@@ -75,13 +79,33 @@ def _sampled(inference_id: bytes32, validator: address, rate_bps: uint256) -> bo
     return convert(keccak256(abi_encode(inference_id, validator)), uint256) < bound
 
 
+@internal
+@view
+def _rate(info: IInference.InferenceView) -> uint256:
+    # per-validator rate: validation_rate_bps expected validations per inference split over the other group
+    # members, × REPUTATION_FACTOR for a new executor and again for one with a confirmed invalid inference this
+    # epoch; BPS (audit) samples everything (dinfer.validation.effective_rate_bps)
+    rate: uint256 = staticcall self.registry.param(P_RATE)
+    if rate >= BPS:
+        return BPS
+    stats: IInference.ExecutorStats = staticcall self.inference.executor_stats(info.epoch, info.executor)
+    if stats.total < NEW_EXECUTOR_INFERENCES:
+        rate *= REPUTATION_FACTOR
+    if self.invalid_count[info.epoch][info.executor] > 0:
+        rate *= REPUTATION_FACTOR
+    others: uint256 = max(staticcall self.epochs.group_size(info.epoch, info.model_key), 2) - 1
+    return min(BPS, rate // others)
+
+
 @view
 @external
 def is_selected(inference_id: bytes32, validator: address) -> bool:
     """
-    @notice The sampling rule alone (no membership, status or window check) at the current validation rate.
+    @notice The sampling rule alone (no membership, status or window check) at the rate that applies to this
+            inference's executor now.
     """
-    return self._sampled(inference_id, validator, staticcall self.registry.param(P_RATE))
+    info: IInference.InferenceView = staticcall self.inference.get_inference(inference_id)
+    return self._sampled(inference_id, validator, self._rate(info))
 
 
 @internal
@@ -174,7 +198,7 @@ def validate(inference_id: bytes32, ok: bool, score_ppm: uint256):
     assert staticcall self.epochs.position_of(info.epoch, info.model_key, msg.sender) != 0, "NotSelected"
     assert staticcall self.epochs.status_of(info.epoch, msg.sender) == ACTIVE, "NotSelected"
     if not tiebreak:
-        assert self._sampled(inference_id, msg.sender, staticcall self.registry.param(P_RATE)), "NotSelected"
+        assert self._sampled(inference_id, msg.sender, self._rate(info)), "NotSelected"
     fee: uint256 = info.cost * staticcall self.registry.param(P_SHARE) // BPS
     # effects
     state.validations += 1

@@ -44,8 +44,10 @@ class ProtocolParams(_Frozen):
     """Share of collateral slashed for downtime (1000 bp = 10 %)."""
     slash_fraction_invalid_bps: int = Field(2_000, ge=0, le=BPS)
     """Share of collateral slashed when an executor is confirmed INVALID (2000 bp = 20 %)."""
-    validation_rate_bps: int = Field(1_000, ge=0, le=BPS)
-    """Base probability that a given validator re-checks a given inference (1000 bp = 10 %)."""
+    validation_rate_bps: int = Field(2_000, ge=0, le=BPS)
+    """Expected validations per inference × 10⁴ (2000 = 0.2), split over the group's other members; new executors
+    and ones caught this epoch are checked 2× each (``dinfer.validation.effective_rate_bps``); 10000 = every member
+    validates every inference."""
     epoch_length_blocks: int = Field(60, ge=10, le=10_000_000)
     """Length L of an epoch in blocks."""
     poc_generate_blocks: int = Field(10, ge=1, le=1_000_000)

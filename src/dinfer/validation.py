@@ -9,6 +9,12 @@ Sampling. Validator ``v`` validates inference ``id`` when
 ``2²⁵⁶ = 10000 · Q + R``; a rate of 10000 bps (or more) samples everything without computing ``T`` (it would be
 ``2²⁵⁶`` and overflow).
 
+Rate. ``validation_rate_bps`` is the expected number of validations per inference (× 10⁴), split evenly over
+the other members of the epoch group, so validation costs the same share of the network's compute at any group
+size; an executor with fewer than ``NEW_EXECUTOR_INFERENCES`` inferences in the epoch, or with a confirmed invalid
+one in it, is checked ``REPUTATION_FACTOR`` times as often (each, multiplied): ``effective_rate_bps``. 10000 (or
+more) is the audit setting: every other member validates every inference. ``Validation.vy`` computes the same.
+
 Tie-breaker. After a failed validation, the second validator is the first member of the weighted executor order
 (``dinfer.selection``) of ``tiebreak_id(id) = keccak256(abi.encode(bytes32 id, string "tiebreak"))`` that is neither
 the executor nor the first validator and is ACTIVE (Validation.vy replays it with ``Epochs.walk``, which gives up
@@ -33,8 +39,11 @@ from dinfer.stats import BPS
 
 __all__ = [
     "LOGPROB_FLOOR",
+    "NEW_EXECUTOR_INFERENCES",
+    "REPUTATION_FACTOR",
     "TIEBREAK_SALT",
     "catch_probability",
+    "effective_rate_bps",
     "inferences_to_catch",
     "position_distance",
     "sample_hash",
@@ -62,6 +71,31 @@ def _check_id(inference_id: bytes) -> None:
 def _check_rate(rate_bps: int) -> None:
     if not 0 <= rate_bps <= BPS:
         raise ValueError(f"rate_bps must be in [0, {BPS}], got {rate_bps}")
+
+
+NEW_EXECUTOR_INFERENCES = 100
+"""An executor with fewer inferences than this in the epoch counts as new: it is checked more."""
+REPUTATION_FACTOR = 2
+"""How much more often a new executor, and one with a confirmed invalid inference this epoch, is checked."""
+
+
+def effective_rate_bps(base_bps: int, group_size: int, executor_inferences: int, executor_invalid: int) -> int:
+    """Per-validator sampling rate (bps) of one executor's inferences (see the module docstring).
+
+    Example:
+        >>> [effective_rate_bps(2_000, 11, 500, 0), effective_rate_bps(2_000, 11, 5, 1)]
+        [200, 800]
+    """
+    if base_bps < 0 or group_size < 0 or executor_inferences < 0 or executor_invalid < 0:
+        raise ValueError("rates, sizes and counts must be non-negative")
+    if base_bps >= BPS:
+        return BPS
+    rate = base_bps
+    if executor_inferences < NEW_EXECUTOR_INFERENCES:
+        rate *= REPUTATION_FACTOR
+    if executor_invalid > 0:
+        rate *= REPUTATION_FACTOR
+    return min(BPS, rate // max(group_size - 1, 1))
 
 
 def sample_threshold(rate_bps: int) -> int:

@@ -270,3 +270,22 @@ def test_catch_bad_input() -> None:
         inferences_to_catch(0.1, 1.0)
     with pytest.raises(ValueError, match="rate 0"):
         inferences_to_catch(0.0, 0.9)
+
+
+def test_effective_rate_splits_over_the_group_and_rises_with_bad_reputation() -> None:
+    from dinfer.validation import NEW_EXECUTOR_INFERENCES, effective_rate_bps
+
+    seasoned = NEW_EXECUTOR_INFERENCES
+    # the expected validations per inference stay at the base whatever the group size
+    for size in (2, 3, 10, 101):
+        per_validator = effective_rate_bps(2_000, size, seasoned, 0)
+        assert per_validator == 2_000 // (size - 1)
+        assert abs(per_validator * (size - 1) - 2_000) < size
+    assert effective_rate_bps(2_000, 11, seasoned - 1, 0) == 400  # new executor: ×2
+    assert effective_rate_bps(2_000, 11, seasoned, 3) == 400  # caught this epoch: ×2
+    assert effective_rate_bps(2_000, 11, 0, 1) == 800  # both
+    assert effective_rate_bps(9_000, 2, 0, 1) == 10_000  # capped
+    assert effective_rate_bps(10_000, 50, seasoned, 0) == 10_000  # audit setting: everyone, always
+    assert effective_rate_bps(2_000, 0, seasoned, 0) == 2_000  # no group known: one validator's worth
+    with pytest.raises(ValueError, match="non-negative"):
+        effective_rate_bps(-1, 3, 0, 0)

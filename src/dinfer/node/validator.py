@@ -1,7 +1,8 @@
 """Validator role (design §4, issue #8): re-check a deterministic sample of other hosts' finished inferences.
 
 Every ``InferenceFinished`` event for another executor is sampled with ``dinfer.validation.should_validate`` at the
-Registry's ``validation_rate_bps`` (the rule ``Validation.vy`` enforces); a ``DisputeOpened`` naming this host as
+per-validator rate ``effective_rate_bps`` derives from the Registry's ``validation_rate_bps``, the group size and
+the executor's record this epoch (the rule ``Validation.vy`` enforces); a ``DisputeOpened`` naming this host as
 tie-breaker is always taken. For each, the validator
 
 1. reads the inference and its finish record from the chain (``response_hash`` from the finish event's log);
@@ -39,6 +40,7 @@ from dinfer.node.chain_view import ChainView
 from dinfer.node.claims import CLAIM_TOP_K
 from dinfer.node.store import NodeStore
 from dinfer.node.verdict import Verdict, check_payload, failed, has_stop_sequences, judge
+from dinfer.stats import BPS
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,24 @@ class InferenceValidator:
     async def handle(self, event: ChainEvent) -> None:
         if event.name == "InferenceFinished" and event.args["executor"] != self.address:
             iid = bytes(event.args["inference_id"])
-            if validation.should_validate(iid, self.address, await self._rate_bps()):
+            base = await self._rate_bps()
+            # the per-validator rate is at most 4 × the base: most inferences are ruled out without chain reads
+            ceiling = min(BPS, base * validation.REPUTATION_FACTOR**2)
+            if validation.should_validate(iid, self.address, ceiling) and validation.should_validate(
+                iid, self.address, await self._rate_for(await self.inference.get_inference(iid), base)
+            ):
                 self._enqueue("0x" + iid.hex(), tiebreak=False)
         elif event.name == "DisputeOpened" and event.args["tiebreaker"] == self.address:
             self._enqueue("0x" + bytes(event.args["inference_id"]).hex(), tiebreak=True)
+
+    async def _rate_for(self, info: InferenceInfo, base: int) -> int:
+        """This inference's per-validator rate, as ``Validation.vy`` computes it (``effective_rate_bps``)."""
+        if base >= BPS:
+            return BPS
+        size = await self.chain.epochs.group_size(info.epoch, info.model_key)
+        stats = await self.inference.executor_stats(info.epoch, info.executor)
+        invalid = await (await self._validation()).invalid_count(info.epoch, info.executor)
+        return validation.effective_rate_bps(base, size, stats.total, invalid)
 
     def _enqueue(self, iid: str, *, tiebreak: bool) -> None:
         try:

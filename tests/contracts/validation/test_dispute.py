@@ -4,11 +4,12 @@ threshold, liar marks, and the debt an executor owes when it already withdrew it
 from __future__ import annotations
 
 import pytest
-from validation_helpers import VLedger, tiebreaker
+from validation_helpers import VLedger, rate_of, sampled, tiebreaker
 
 from dinfer.chain.contracts.epochs import MemberStatus
 from dinfer.chain.contracts.inference import InferenceStatus, ValidationOutcome
 from dinfer.errors import TxReverted
+from dinfer.validation import REPUTATION_FACTOR
 from support import events
 
 
@@ -78,6 +79,18 @@ async def test_below_threshold_counts_without_slashing(vl: VLedger) -> None:
     assert not await vl.validation.invalid_slashed(1, rec.executor)
     assert await base.epochs.status_of(1, rec.executor) == MemberStatus.ACTIVE
     assert await base.registry.collateral_of(rec.executor) == collateral
+    # once caught, the executor is checked twice as often again (on top of the new-executor factor)
+    await vl.set_param("validation_rate_bps", 1_000)
+    for _ in range(40):
+        again = await vl.finished()
+        if again.executor == rec.executor:
+            break
+    else:
+        pytest.fail("the caught executor was never drawn again")
+    rate = await rate_of(vl, again.inference_id)
+    assert rate == min(10_000, 1_000 * REPUTATION_FACTOR**2 // (len(base.group) - 1))
+    for member in base.group:
+        assert await vl.validation.is_selected(again.inference_id, member) == sampled(again.inference_id, member, rate)
 
 
 async def test_contradicted_invalid_marks_the_first_validator(vl: VLedger) -> None:

@@ -5,35 +5,42 @@ from __future__ import annotations
 import os
 
 import pytest
-from validation_helpers import VLedger, sampled
+from validation_helpers import VLedger, rate_of, sampled
 
 from dinfer.chain.contracts.epochs import MemberStatus
 from dinfer.chain.contracts.inference import ValidationOutcome
 from dinfer.errors import TxReverted
+from dinfer.validation import NEW_EXECUTOR_INFERENCES, REPUTATION_FACTOR
 from support import events
 
 
 async def test_sampling_matches_the_spec_formula(vl: VLedger) -> None:
-    rate = await vl.base.registry.param("validation_rate_bps")
-    ids = [os.urandom(32) for _ in range(12)]
+    """Per-validator rate = base split over the other members, ×2 for a new executor (all are new here)."""
+    records = [await vl.finished() for _ in range(8)]
     picked = 0
-    for iid in ids:
+    for rec in records:
+        rate = await rate_of(vl, rec.inference_id)
+        info = await vl.base.inference.get_inference(rec.inference_id)
+        base = await vl.base.registry.param("validation_rate_bps")
+        assert rate == min(10_000, base * REPUTATION_FACTOR // (len(vl.base.group) - 1))
+        assert (await vl.base.inference.executor_stats(info.epoch, info.executor)).total < NEW_EXECUTOR_INFERENCES
         for member in vl.base.group:
-            expected = sampled(iid, member, rate)
+            expected = sampled(rec.inference_id, member, rate)
             picked += expected
-            assert await vl.validation.is_selected(iid, member) == expected
-    assert 0 < picked < len(ids) * len(vl.base.group)  # 10 % of 48: both outcomes occur
-    assert not sampled(ids[0], vl.base.group[0], 0) and sampled(ids[0], vl.base.group[0], 10_000)
-    await vl.set_param("validation_rate_bps", 10_000)
-    assert all([await vl.validation.is_selected(iid, m) for iid in ids[:2] for m in vl.base.group])
+            assert await vl.validation.is_selected(rec.inference_id, member) == expected
+    assert 0 < picked < len(records) * len(vl.base.group)  # both outcomes occur
+    rid = records[0].inference_id
+    assert not sampled(rid, vl.base.group[0], 0) and sampled(rid, vl.base.group[0], 10_000)
+    await vl.set_param("validation_rate_bps", 10_000)  # audit: every member, every inference
+    assert all([await vl.validation.is_selected(r.inference_id, m) for r in records[:2] for m in vl.base.group])
 
 
 async def test_selected_validator_is_paid_and_unselected_one_refused(vl: VLedger) -> None:
     base = vl.base
-    rate = await base.registry.param("validation_rate_bps")
     share = await base.registry.param("validator_share_bps")
     for _ in range(40):  # an inference with one sampled and one unsampled non-executor member
         rec = await vl.finished()
+        rate = await rate_of(vl, rec.inference_id)
         others = [m for m in base.group if m != rec.executor]
         chosen = [m for m in others if sampled(rec.inference_id, m, rate)]
         left = [m for m in others if not sampled(rec.inference_id, m, rate)]

@@ -15,7 +15,7 @@ from inference_ledger import Ledger, make_ledger
 
 from dinfer.chain.contracts.inference import StartRecord, ValidationClient
 from dinfer.crypto import Keypair
-from dinfer.validation import second_validator, should_validate
+from dinfer.validation import effective_rate_bps, second_validator, should_validate
 
 BPS = 10_000
 
@@ -23,6 +23,15 @@ BPS = 10_000
 def sampled(inference_id: bytes, validator: str, rate_bps: int) -> bool:
     """The Python spec (``dinfer.validation``) the contract must match."""
     return should_validate(inference_id, validator, rate_bps)
+
+
+async def rate_of(vl: VLedger, inference_id: bytes) -> int:
+    """The per-validator rate the Python spec gives this inference now (``effective_rate_bps``)."""
+    base = await vl.base.registry.param("validation_rate_bps")
+    info = await vl.base.inference.get_inference(inference_id)
+    size = await vl.base.epochs.group_size(info.epoch, info.model_key)
+    stats = await vl.base.inference.executor_stats(info.epoch, info.executor)
+    return effective_rate_bps(base, size, stats.total, await vl.validation.invalid_count(info.epoch, info.executor))
 
 
 def tiebreaker(ledger: Ledger, inference_id: bytes, executor: str, first: str, active: list[bool]) -> str | None:
