@@ -35,6 +35,7 @@ _SUBAPPS: list[tuple[str, str, str]] = [
     ("dinfer.store_service", "store_app", "store"),
     ("dinfer.inspect_cli", "inference_app", "inference"),
     ("dinfer.inspect_cli", "epoch_app", "epoch"),
+    ("dinfer.bench_cli", "bench", "bench"),
 ]
 
 

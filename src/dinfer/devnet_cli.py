@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from dinfer.config import DevnetSettings, load_settings
 from dinfer.devnet import Devnet, DevnetInfo, stop_running
+from dinfer.errors import ConfigError
 
 app = typer.Typer(help="Run a local dinfer network (anvil + contracts). Example: `dinfer devnet up`.",
                   no_args_is_help=True)
@@ -108,3 +110,29 @@ def status(
         _print_info(info)
 
 
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument("", help="Process: anvil, host0, host0-ml0, … (empty: list them)."),
+    state_dir: Path = typer.Option(Path(".devnet"), help="State dir of the devnet."),
+    lines: int = typer.Option(40, "--lines", "-n", min=1, max=100_000, help="How many last lines."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
+) -> None:
+    """Show a devnet process's log. Example: `dinfer devnet logs host0 -n 100 -f`"""
+    available = sorted(p.stem for p in state_dir.glob("*.log"))
+    if not name:
+        typer.echo("\n".join(available) if available else f"no logs in {state_dir} (start one with `make run`)")
+        return
+    path = state_dir / f"{name}.log"
+    if not path.is_file():
+        raise ConfigError(f"no log {path}; the devnet's processes are: {', '.join(available) or 'none'}")
+    with path.open("rb") as fh:
+        tail = fh.read().splitlines()[-lines:]
+        typer.echo(b"\n".join(tail).decode(errors="replace"))
+        while follow:
+            chunk = fh.read()
+            if chunk:
+                typer.echo(chunk.decode(errors="replace"), nl=False)
+            else:
+                time.sleep(0.5)

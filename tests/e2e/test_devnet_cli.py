@@ -68,7 +68,17 @@ def test_gov_and_host_commands(cli) -> None:  # type: ignore[no-untyped-def]
     assert status["active"] and status["collateral"] == 10**18 and status["nodes"][0]["node_id"] == "n1"
 
 
+def test_devnet_logs(cli) -> None:  # type: ignore[no-untyped-def]
+    code, out = cli("devnet", "logs")
+    assert code == 0 and "anvil" in out.split()
+    code, out = cli("devnet", "logs", "anvil", "-n", "3")
+    assert code == 0 and 0 < len(out.strip().splitlines()) <= 3
+    code, out = cli("devnet", "logs", "nope")
+    assert code != 0
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (("devnet", "logs", "nope"), "the devnet's processes are"),
     (("gov", "set-param", "slash_fraction_downtime_bps", "20000"), "ParamOutOfRange"),
     (("gov", "set-param", "no_such_param", "1"), "unknown protocol parameter"),
     (("host", "status", "0xnope"), "not an address"),
