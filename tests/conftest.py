@@ -84,3 +84,11 @@ def sender_for(chain: EthTesterBackend):  # type: ignore[no-untyped-def]
 def registry(chain: EthTesterBackend, _base_chain: _BaseChain, actors: Actors, sender_for) -> RegistryClient:  # type: ignore[no-untyped-def]
     """Registry deployed with the genesis parameters and models (treasury = actors.treasury); acts as the owner."""
     return RegistryClient(bind(chain.w3, "Registry", _base_chain.registry_address), sender_for(actors.owner))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """End-to-end tests share the session devnet and are timing-sensitive: under pytest-xdist
+    (``scripts/run-tests.sh``: ``--dist loadgroup``) they all run in one worker, in collection order."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -374,6 +374,9 @@ class DevnetSettings(_Frozen):
     one node, host 1 two, host 2 one per model). Unset: ``hosts`` × ``mlnodes_per_host`` nodes serving ``model``."""
     model_paths: dict[str, Path] = {}
     """GGUF file per model id, for models an ML node cannot find by id (generated test models)."""
+    discovery: bool = True
+    """Run a ``dinfer discovery`` service on ``base_port + 90`` (chain data + the hosts' signed announcements; every
+    host announces itself to it) and list it in ``devnet.json`` as ``discovery_url``."""
 
     def host_models(self) -> list[list[str]]:
         """The model of every ML node of every host (``layout`` or the uniform default)."""

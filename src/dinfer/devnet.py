@@ -69,6 +69,8 @@ class DevnetInfo:
     mnemonic: str = DEFAULT_MNEMONIC
     hosts: list[dict[str, Any]] = field(default_factory=list)
     pid: int = 0
+    discovery_url: str = ""
+    """The devnet's HTTP discovery service (``dinfer discovery serve``), empty when off."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +143,8 @@ class Devnet:
             wanted += [(f"host{i} public", base), (f"host{i} admin", base + 1), (f"host{i} callbacks", base + 2)]
             wanted += [(f"host{i} ML node {j}", s.base_port + 100 + 10 * i + j)
                        for j in range(len(s.host_models()[i]))]
+        if s.discovery:
+            wanted.append(("discovery service", self.discovery_port))
         busy = [f"{name} port {port}" for name, port in wanted if port_in_use(port)]
         if busy:
             raise ConfigError(f"ports in use: {', '.join(busy)}; stop what uses them or pick others with "
@@ -169,6 +173,8 @@ class Devnet:
                 owner_key=owner.private_key, treasury=treasury.address, demo_client_key=client.private_key,
                 demo_client_address=client.address, model=s.model, pid=os.getpid(),
             )
+            if s.discovery:
+                await self._start_discovery(deployment_path)
             hosts = [await self._start_host(w3, i, deployment, deployment_path) for i in range(s.hosts)]
             self.info.hosts = [asdict(h) for h in hosts]
             if hosts:
@@ -184,6 +190,21 @@ class Devnet:
         self.info.save(self.info_path)
         self.on_event("devnet ready")
         return self.info
+
+    @property
+    def discovery_port(self) -> int:
+        return self.settings.base_port + 90
+
+    async def _start_discovery(self, deployment_path: Path) -> None:
+        assert self.anvil is not None and self.info is not None
+        url = f"http://127.0.0.1:{self.discovery_port}"
+        self.on_event(f"starting the discovery service on {url}")
+        await self.supervisor.start(ManagedProcess(
+            "discovery", _python_cli("discovery", "serve", "--port", str(self.discovery_port), "--rpc", self.anvil.url,
+                                     "--deployment", str(deployment_path)),
+            self.state_dir / "discovery.log", ready=_http_ok(f"{url}/health"),
+        ))
+        self.info.discovery_url = url
 
     async def _start_host(self, w3: Any, i: int, deployment: Deployment, deployment_path: Path) -> HostInfo:
         s = self.settings
@@ -216,6 +237,8 @@ class Devnet:
             f'data_dir = "{host.data_dir}"\nbatch_max_delay_s = {max(0.2, s.block_time_s)}\n'
             f"rate_limit_per_minute = {s.host_rate_limit_per_minute}\nmax_attempts = {s.host_max_attempts}\n"
             f"poc_stop_margin_blocks = {s.host_poc_stop_margin_blocks}\n"
+            + (f'\n[node.discovery]\nhttp_services = ["{self.info.discovery_url}"]\n'
+               if self.info is not None and self.info.discovery_url else "")
         )
         self.on_event(f"host{i}: starting host node on port {public_port}")
         await self.supervisor.start(ManagedProcess(

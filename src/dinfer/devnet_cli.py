@@ -37,6 +37,8 @@ def _print_info(info: DevnetInfo) -> None:
     table.add_row("demo client key", info.demo_client_key + "  (devnet only)")
     for i, host in enumerate(info.hosts):
         table.add_row(f"host{i} {host['address'][:10]}…", f"{host['url']}  (admin {host['admin_url']})")
+    if info.discovery_url:
+        table.add_row("discovery service", f"{info.discovery_url}/v1/hosts")
     if info.hosts:
         table.add_row("OpenAI base URL", info.base_url)
         table.add_row("served model", info.model)

@@ -26,7 +26,8 @@ HOST_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d" 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, Path]]:
     work = tmp_path_factory.mktemp("devnet")
-    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet"))
+    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet",
+                                discovery=False))
     asyncio.run(net.start())
     yield net, work
     asyncio.run(net.stop())

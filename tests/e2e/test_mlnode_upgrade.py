@@ -195,14 +195,15 @@ def upgrade(stack: Stack, old: str, new: str, ta: str) -> tuple[dict[str, Any], 
     assert f"scheduled {new} at block {height}" in gov(stack, "schedule-mlnode-upgrade", "--version", new,
                                                         "--height", str(height))
     wait_for("plan seen", lambda: (stats(stack)["mlnode_version"]["plan"] or {}).get("version") == new, 30)
-    wait_for("two blocks before the height", lambda: block(stack) >= height - 2, 30)
+    wait_for("four blocks before the height", lambda: block(stack) >= height - 4, 30)
     result: list[Outcome] = []
     switched: dict[str, Any] | None = None
     threads: list[threading.Thread] = []
 
     def long_request(n: int) -> None:  # distinct prompts: the same signed body twice is a replay (409)
         with httpx.Client(timeout=120) as http:
-            result.append(chat(http, stack.host["url"], stack.net.info.demo_client_key, ta, f"long {new} {n}", 150,
+            # 400 tokens (~2 s): long enough that one of them spans the switch (the tiny model's context is 512)
+            result.append(chat(http, stack.host["url"], stack.net.info.demo_client_key, ta, f"long {new} {n}", 400,
                                logit_bias=NO_STOP))
 
     deadline = time.monotonic() + 30

@@ -94,3 +94,18 @@ async def _wait_http(url: str, proc: asyncio.subprocess.Process, log: Path, time
                 pass
             assert time.monotonic() < deadline, "discovery service did not start"
             await asyncio.sleep(0.2)
+
+
+def test_devnet_hosts_announce_to_the_devnet_discovery_service(network: BackgroundDevnet) -> None:
+    """Every devnet host's announcer posts a signed announcement; the service merges it with the chain."""
+    url = network.info.discovery_url
+    assert url, "the devnet runs a discovery service by default"
+    want = {checksum(h["address"]) for h in network.info.hosts}
+    deadline = time.monotonic() + 60
+    while True:
+        hosts = httpx.get(f"{url}/v1/hosts", params={"model": TINY}, timeout=10).json()["hosts"]
+        announced = {checksum(h["address"]) for h in hosts if "announcement" in h["origins"]}
+        if announced >= want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert announced >= want, hosts
