@@ -15,6 +15,7 @@ during that call is the validator's cost. The network fraction with a group of `
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -30,7 +31,7 @@ if str(REPO) not in sys.path:
 
 from tests.fixtures.processes import mlnode_process  # noqa: E402
 
-from bench.common import write_result  # noqa: E402
+from bench.common import RESULTS, write_result  # noqa: E402
 from dinfer.chain.anvil import free_port  # noqa: E402
 from dinfer.chain.contracts.inference import InferenceInfo, InferenceStatus  # noqa: E402
 from dinfer.config import ProtocolParams  # noqa: E402
@@ -91,6 +92,27 @@ def _wait_model(http: httpx.Client) -> None:
     raise RuntimeError("SmolLM2 did not load")
 
 
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary table from the measured rows (``--summary-only`` recomputes it from the saved JSON, e.g. after
+    a change of the sampling rule, without measuring again)."""
+    steady = rows[1:]  # the first score loads the scorer's model copy: reported apart from the steady state
+    gen = sum(r["gen_cpu_s"] for r in steady) / len(steady)
+    val = sum(r["validate_cpu_s"] for r in steady) / len(steady)
+    summary: list[dict[str, Any]] = [
+        {"metric": "validator CPU per validated inference", "value": round(val, 3), "unit": "s",
+         "note": f"SmolLM2 Q4_1, {MAX_TOKENS} tokens, 1 thread; first (model load) excluded"},
+        {"metric": "executor CPU per inference", "value": round(gen, 3), "unit": "s"},
+        {"metric": "honest inferences passing", "value": f"{sum(r['ok'] for r in rows)}/{len(rows)}", "unit": ""},
+    ]
+    base = ProtocolParams().validation_rate_bps
+    for m in GROUP_SIZES:
+        for label, done in (("seasoned", NEW_EXECUTOR_INFERENCES), ("new", 0)):
+            per_validator = effective_rate_bps(base, m, done, 0) / 10_000
+            summary.append({"metric": f"validation share of compute, group of {m}, {label} executor",
+                            "value": round(100 * per_validator * (m - 1) * val / gen, 2), "unit": "%"})
+    return summary
+
+
 def main() -> None:
     port = free_port()
     rows: list[dict[str, Any]] = []
@@ -128,26 +150,14 @@ def main() -> None:
                          "score": round(verdict.score, 4), "ok": verdict.ok, "reasons": verdict.reasons})
             print(f"prompt {n}: {usage['completion_tokens']} tokens, generate {gen_cpu:.2f} CPU s, "
                   f"validate {val_cpu:.2f} CPU s, score {verdict.score:.4f} {'ok' if verdict.ok else verdict.reasons}")
-    # the first score loads the scorer's model copy: report it apart from the steady state
-    steady = rows[1:]
-    gen = sum(r["gen_cpu_s"] for r in steady) / len(steady)
-    val = sum(r["validate_cpu_s"] for r in steady) / len(steady)
-    summary: list[dict[str, Any]] = [
-        {"metric": "validator CPU per validated inference", "value": round(val, 3), "unit": "s",
-         "note": f"SmolLM2 Q4_1, {MAX_TOKENS} tokens, 1 thread; first (model load) excluded"},
-        {"metric": "executor CPU per inference", "value": round(gen, 3), "unit": "s"},
-        {"metric": "honest inferences passing", "value": f"{sum(r['ok'] for r in rows)}/{len(rows)}", "unit": ""},
-    ]
-    base = ProtocolParams().validation_rate_bps
-    for m in GROUP_SIZES:
-        for label, done in (("seasoned", NEW_EXECUTOR_INFERENCES), ("new", 0)):
-            per_validator = effective_rate_bps(base, m, done, 0) / 10_000
-            summary.append({"metric": f"validation share of compute, group of {m}, {label} executor",
-                            "value": round(100 * per_validator * (m - 1) * val / gen, 2), "unit": "%"})
-    path = write_result("validation", summary, {"rows": rows, "first_score_cpu_s": rows[0]["validate_cpu_s"],
-                                                "threshold": threshold, "rate": rate})
+    path = write_result("validation", summarize(rows), {"rows": rows, "first_score_cpu_s": rows[0]["validate_cpu_s"],
+                                                        "threshold": threshold, "rate": rate})
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    if "--summary-only" in sys.argv:
+        saved = json.loads((RESULTS / "validation.json").read_text())
+        print(f"wrote {write_result('validation', summarize(saved['details']['rows']), saved['details'])}")
+    else:
+        main()
