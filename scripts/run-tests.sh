@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the suite and refuses to call a run with zero tests a success.
-# Two pytest-xdist workers (PYTEST_WORKERS=0 for one process): every end-to-end test runs in one worker, in file
-# order, sharing the session devnet (tests/conftest.py groups them), while the other runs the unit and contract
-# tests, so the devnets never compete with each other.
+# One process by default. PYTEST_WORKERS=N runs N pytest-xdist workers: every end-to-end test stays in one worker,
+# in file order, sharing the session devnet (tests/conftest.py groups them), the others take the unit and contract
+# tests. On the 2-core development machine that was no faster (24 min vs 26) and slowed the timing-sensitive
+# end-to-end tests into failures, so it is for machines with more cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
-workers=${PYTEST_WORKERS:-2}
+workers=${PYTEST_WORKERS:-0}
 parallel=()
 if [ "$workers" -gt 0 ]; then
   parallel=(-n "$workers" --dist loadgroup)
