@@ -73,8 +73,10 @@ class Peer:
                 return frame
 
     def error(self, code: str) -> dict[str, Any]:
-        """The next frame that is not a chunk of a generation still streaming: an ``error`` with ``code``."""
-        while (frame := self.next())["type"] == "stream_chunk":
+        """The next frame that is not a chunk of a generation still streaming nor a checkpoint's receipt request
+        (they arrive when the host reaches a checkpoint, in any order with the answer to the last frame sent): an
+        ``error`` with ``code``."""
+        while (frame := self.next())["type"] in ("stream_chunk", "receipt_request"):
             pass
         assert frame["type"] == "error" and frame["code"] == code, frame
         return frame
