@@ -10,6 +10,7 @@ Error tree::
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -101,7 +102,7 @@ class DiscoverySource(Protocol):
         ...
 
 
-class MeasuredSource:
+class MeasuredSource(ABC):
     """Base of the built-in sources: ``discover`` times ``_discover`` and keeps ``stats``; subclasses count their
     own cache hits (``self.stats.cache_hits += 1``) and rejected records."""
 
@@ -127,8 +128,9 @@ class MeasuredSource:
         self.stats.record(started)
         return hosts
 
+    @abstractmethod
     async def _discover(self, model: str | None) -> list[HostRecord]:
-        raise NotImplementedError
+        """The source's own lookup (``discover`` wraps it with the timing and error accounting)."""
 
     async def close(self) -> None:
         return None
