@@ -4,19 +4,15 @@ client's real result hook; the WebSocket path itself is exercised end to end in 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 from fastapi import FastAPI
+from sdk_chain_support import HostChain, deploy_with_host
 from tests.fixtures.servers import free_port, serve_app
 
 from dinfer.chain.backends import EthTesterBackend
-from dinfer.chain.contracts.inference import deploy_ledger
-from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.contracts.sessions import SessionsClient, SessionState
-from dinfer.chain.deploy import Deployment, bind, deploy_sessions
 from dinfer.chain.txqueue import TxSender
 from dinfer.crypto import Keypair
 from dinfer.errors import ModelNotFound
@@ -49,37 +45,14 @@ MIN_PROVEN = 100
 HOST_URL = "http://127.0.0.1:9"
 
 
-@dataclass
-class LedgerChain:
-    backend: EthTesterBackend
-    snapshot: object
-    deployment: Deployment
-
-
 @pytest.fixture(scope="module")
-def _ledger_chain(_base_chain) -> LedgerChain:  # type: ignore[no-untyped-def]
+def _ledger_chain(_base_chain) -> HostChain:  # type: ignore[no-untyped-def]
     """The genesis chain plus Epochs/Inference/Sessions and a registered host (accounts[1]), built once per module."""
-    backend = _base_chain.backend
-    backend.tester.revert_to_snapshot(_base_chain.snapshot)
-
-    async def build() -> Deployment:
-        owner, host = backend.accounts[0], backend.accounts[1]
-        sender = TxSender(backend.w3, owner, poll_interval=0.01)
-        registry = RegistryClient(bind(backend.w3, "Registry", _base_chain.registry_address), sender)
-        host_registry = registry.with_sender(TxSender(backend.w3, host, poll_interval=0.01))
-        await host_registry.register_host(HOST_URL, "{}", await registry.param("min_collateral_wei"))  # type: ignore[attr-defined]
-        _, inference = await deploy_ledger(backend.w3, sender, registry)
-        sessions = await deploy_sessions(backend.w3, sender, registry.address)
-        return Deployment(chain_id=backend.chain_id, deployer=owner.address, block=0,
-                          contracts={"Registry": registry.address, "Inference": inference.address,
-                                     "Sessions": sessions.address})
-
-    deployment = asyncio.run(build())
-    return LedgerChain(backend, backend.tester.take_snapshot(), deployment)
+    return deploy_with_host(_base_chain, HOST_URL, ledger=True)
 
 
 @pytest.fixture
-async def client(chain: EthTesterBackend, _ledger_chain: LedgerChain, actors) -> AsyncIterator[AsyncDinferClient]:  # type: ignore[no-untyped-def]
+async def client(chain: EthTesterBackend, _ledger_chain: HostChain, actors) -> AsyncIterator[AsyncDinferClient]:  # type: ignore[no-untyped-def]
     chain.tester.revert_to_snapshot(_ledger_chain.snapshot)
     c = AsyncDinferClient(actors.client.private_key, chain.w3, _ledger_chain.deployment)
     yield c
@@ -142,7 +115,7 @@ async def test_escrow_bad_input_raises_typed_errors(client: AsyncDinferClient) -
         await broke.close()
 
 
-def test_sync_client_runs_the_same_calls_on_its_own_loop(chain: EthTesterBackend, _ledger_chain: LedgerChain,
+def test_sync_client_runs_the_same_calls_on_its_own_loop(chain: EthTesterBackend, _ledger_chain: HostChain,
                                                          actors) -> None:  # type: ignore[no-untyped-def]
     chain.tester.revert_to_snapshot(_ledger_chain.snapshot)
     with DinferClient(actors.client.private_key, chain.w3, _ledger_chain.deployment) as sync:

@@ -3,17 +3,14 @@ submitted by the host to the real Sessions contract, read back and checked throu
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from sdk_chain_support import HostChain, deploy_with_host
 
 from dinfer.chain.backends import EthTesterBackend
-from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.contracts.sessions import SessionsClient
-from dinfer.chain.deploy import Deployment, bind, deploy_sessions
-from dinfer.chain.txqueue import TxSender
 from dinfer.crypto import Keypair, sign_receipt
 from dinfer.sdk._session_wire import SessionKeys, SignedReceipt
 from dinfer.sdk.client import AsyncDinferClient
@@ -26,31 +23,10 @@ DEPOSIT = PRICE * 10_000
 HOST_URL = "http://127.0.0.1:9"
 
 
-@dataclass
-class SessionsChain:
-    backend: EthTesterBackend
-    snapshot: object
-    deployment: Deployment
-
-
 @pytest.fixture(scope="module")
-def _sessions_chain(_base_chain) -> SessionsChain:  # type: ignore[no-untyped-def]
+def _sessions_chain(_base_chain) -> HostChain:  # type: ignore[no-untyped-def]
     """The genesis chain plus Sessions and a registered host (accounts[1]), built once per module."""
-    backend = _base_chain.backend
-    backend.tester.revert_to_snapshot(_base_chain.snapshot)
-
-    async def build() -> Deployment:
-        owner, host = backend.accounts[0], backend.accounts[1]
-        sender = TxSender(backend.w3, owner, poll_interval=0.01)
-        registry = RegistryClient(bind(backend.w3, "Registry", _base_chain.registry_address), sender)
-        host_registry = registry.with_sender(TxSender(backend.w3, host, poll_interval=0.01))
-        await host_registry.register_host(HOST_URL, "{}", await registry.param("min_collateral_wei"))  # type: ignore[attr-defined]
-        sessions = await deploy_sessions(backend.w3, sender, registry.address)
-        return Deployment(chain_id=backend.chain_id, deployer=owner.address, block=0,
-                          contracts={"Registry": registry.address, "Sessions": sessions.address})
-
-    deployment = asyncio.run(build())
-    return SessionsChain(backend, backend.tester.take_snapshot(), deployment)
+    return deploy_with_host(_base_chain, HOST_URL, ledger=False)
 
 
 @dataclass
@@ -75,7 +51,7 @@ class Env:
 
 
 @pytest.fixture
-async def env(chain: EthTesterBackend, _sessions_chain: SessionsChain, actors, sender_for) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
+async def env(chain: EthTesterBackend, _sessions_chain: HostChain, actors, sender_for) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
     chain.tester.revert_to_snapshot(_sessions_chain.snapshot)
     client = AsyncDinferClient(actors.client, chain.w3, _sessions_chain.deployment)
     receipt = await client.sessions.create_session(actors.host.address, MODEL, PRICE, 3600, 300, deposit=DEPOSIT)
