@@ -269,7 +269,7 @@ async def walk_gas(epochs: EpochsClient, epoch: int, key: bytes, iid: bytes, max
     zero = "0x" + "00" * 20
     assert epochs.sender is not None
     receipt = await epochs.sender.transact(
-        epochs.contract.functions.walk(epoch, key, iid, zero, max_draws), gas=2_000_000
+        epochs.contract.functions.walk(epoch, key, iid, zero, max_draws, False), gas=2_000_000
     )
     tx = await epochs.sender.w3.eth.get_transaction(receipt["transactionHash"])
     calldata = sum(4 if b == 0 else 16 for b in bytes(tx["input"]))

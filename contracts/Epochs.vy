@@ -1,4 +1,5 @@
 # pragma version ~=0.4.3
+# pragma optimize codesize
 """
 @title dinfer Epochs
 @notice The epoch clock, Proof of Compute, epoch groups and the epoch reward (design §3, spec docs/contracts.md):
@@ -10,7 +11,9 @@
           reward, snapshots every governance model, forms one group per model from the Registry's hosts and their
           ML nodes (members in registration order, prefix-summed weights), and picks the ML nodes that keep serving
           inference during the next PoC (timeslots, POC_SLOT) to cover measured demand;
-        - per-epoch participant status (ACTIVE / INACTIVE / INVALID) and `walk`, the executor order Inference checks.
+        - per-epoch participant status (ACTIVE / INACTIVE / INVALID) and `walk`, the executor order Inference checks;
+          during the PoC that ends an epoch (`poc_window`) only members with a POC_SLOT node for the model are
+          eligible (`walk(..., poc=True)`).
 @custom:security Governance (owner) may still append groups, override statuses and advance epochs (genesis and
         emergencies). Statuses change otherwise only through Inference (downtime). `switch_epoch` only reads other
         contracts (staticcall); rewards are credited and pulled with a non-reentrant `withdraw_rewards`. Every loop
@@ -104,9 +107,13 @@ _group_stats: HashMap[bytes32, uint256]
 _ml_ids: HashMap[bytes32, HashMap[address, DynArray[String[64], MAX_NODES_PER_HOST]]]
 _ml_words: HashMap[bytes32, HashMap[address, DynArray[uint256, MAX_NODES_PER_HOST]]]
 _slot_weight: HashMap[bytes32, HashMap[address, HashMap[bytes32, uint256]]]  # POC_SLOT nodes: weight + 1
+_poc_member: HashMap[bytes32, HashMap[address, bool]]  # members with a POC_SLOT node: eligible during the PoC
 
 # ---- epochs: start block << 128 | start timestamp; models with a group (governance models only)
 _epoch_start: HashMap[uint256, uint256]
+# the PoC stages (POC_GENERATE, POC_VALIDATE) of the cycle that ends the epoch: first block << 128 | end block,
+# fixed when the epoch starts so the walk pays one storage read instead of the stage clock's Registry reads
+poc_window: public(HashMap[uint256, uint256])
 _epoch_models: HashMap[uint256, DynArray[bytes32, MAX_MODELS]]
 # participants: weight << 32 | groups joined (16) << 16 | index + 1 (16)
 _pinfo: HashMap[uint256, HashMap[address, uint256]]
@@ -142,6 +149,7 @@ def __init__(registry: IRegistry):
     self.current_epoch = 1
     self.genesis_block = block.number
     self._epoch_start[1] = (block.number << 128) | block.timestamp
+    self._set_poc_window(1)
     # the genesis epoch prices every model governance registered before this deploy
     for model: IRegistry.Model in staticcall RegistryReader(registry.address).get_governance_models():
         self._remember(model)
@@ -190,6 +198,16 @@ def _clock(h: uint256) -> (uint8, uint256):
     elif offset <= g + v + self._param(PARAM_MODEL_LOADING):
         stage = MODEL_LOADING
     return stage, h - offset
+
+
+@internal
+def _set_poc_window(epoch: uint256):
+    # the next cycle's PoC stages after this block (an epoch starts at SET_NEW_VALIDATORS or later, or at genesis)
+    length: uint256 = self._param(PARAM_EPOCH_LENGTH)
+    start: uint256 = self.genesis_block + length
+    if block.number >= start:
+        start = block.number - (block.number - self.genesis_block) % length + length
+    self.poc_window[epoch] = (start << 128) | (start + self._param(PARAM_POC_GENERATE) + self._param(PARAM_POC_VALIDATE))
 
 
 @view
@@ -438,6 +456,7 @@ def _allocate(key: bytes32, model_key: bytes32, demand: uint256, min_nodes: uint
                 if acc > target:
                     self._ml_words[key][member][j] = word | 1
                     self._slot_weight[key][member][keccak256(self._ml_ids[key][member][j])] = weight + 1
+                    self._poc_member[key][member] = True
                     remaining -= weight
                     picked += 1
                     covered += (word >> 2) & MAX_THROUGHPUT
@@ -577,6 +596,7 @@ def advance_epoch():
     epoch: uint256 = self.current_epoch + 1
     self.current_epoch = epoch
     self._epoch_start[epoch] = (block.number << 128) | block.timestamp
+    self._set_poc_window(epoch)
     log IEpochs.EpochAdvanced(epoch=epoch)
 
 
@@ -805,6 +825,7 @@ def switch_epoch():
         )
     self.current_epoch = epoch
     self._epoch_start[epoch] = (block.number << 128) | block.timestamp
+    self._set_poc_window(epoch)
     log IEpochs.EpochSwitched(epoch=epoch, poc_start=poc_start, block=block.number)
 
 
@@ -932,6 +953,18 @@ def is_poc_slot(epoch: uint256, model_id: String[64], host: address, node_id: St
     @notice True when the node keeps serving inference during `epoch`'s PoC (POC_SLOT).
     """
     return self._slot_weight[self._key(epoch, keccak256(model_id))][host][keccak256(node_id)] != 0
+
+
+@view
+@external
+def poc_eligible(epoch: uint256, model_key: bytes32, member: address) -> bool:
+    """
+    @notice True when `member` may execute `model_key` during `epoch`'s PoC window: it has a POC_SLOT node, or the
+            group has no ML-node allocation (a governance group without `allocate_genesis_nodes`), which PoC does
+            not restrict.
+    """
+    key: bytes32 = self._key(epoch, model_key)
+    return self._group_stats[key] & ALLOCATED == 0 or self._poc_member[key][member]
 
 
 @view
@@ -1082,7 +1115,7 @@ def _find(key: bytes32, n: uint256, target: uint256) -> uint256:
 @view
 @external
 def walk(
-    epoch: uint256, model_key: bytes32, inference_id: bytes32, after: address, max_draws: uint256
+    epoch: uint256, model_key: bytes32, inference_id: bytes32, after: address, max_draws: uint256, poc: bool
 ) -> (uint8, address, uint256, DynArray[address, MAX_SKIP]):
     """
     @notice Replay the executor order of `inference_id` (design §4, `dinfer.selection`) and return the first
@@ -1090,6 +1123,7 @@ def walk(
             on the way. Costs O((|skipped| + 1) · log n) storage reads.
     @param after Empty for a start; the failed executor for a reassign / alternative finisher.
     @param max_draws Draws k = 0 … max_draws-1 (Registry `max_draws`, at most 256).
+    @param poc The PoC order (inside `poc_window`): an ACTIVE member that is not `poc_eligible` is skipped too.
     @return (code, member, index, skipped): code 0 found, 1 no ACTIVE member within the draws,
             2 `after` not in the order, 3 empty group or zero total weight, 4 more than 32 skipped.
     """
@@ -1103,6 +1137,7 @@ def walk(
         return WALK_EMPTY_GROUP, empty(address), 0, skipped
     seen: DynArray[uint256, MAX_DRAWS] = []
     passed: bool = after == empty(address)
+    slots_only: bool = poc and self._group_stats[key] & ALLOCATED != 0
     for k: uint256 in range(MAX_DRAWS):
         if k >= max_draws:
             break
@@ -1115,7 +1150,7 @@ def walk(
         if not passed:
             passed = member == after
             continue
-        if self._status_of(epoch, member) == ACTIVE:
+        if self._status_of(epoch, member) == ACTIVE and (not slots_only or self._poc_member[key][member]):
             return WALK_OK, member, i, skipped
         if len(skipped) == MAX_SKIP:
             return WALK_TOO_MANY_SKIPPED, empty(address), 0, skipped

@@ -34,6 +34,15 @@ INVALID: constant(uint8) = 2
 WALK_OK: constant(uint8) = 0
 WALK_EMPTY_GROUP: constant(uint8) = 3
 
+# Which executor order a record may follow (Epochs.poc_window): outside the PoC window the normal order, inside it
+# the PoC order (members without a POC_SLOT node skipped too). A TA decides on the block it sees and its record is
+# mined up to POC_EDGE_BLOCKS later, so for that many blocks after each edge of the window both orders are accepted.
+ORDER_NORMAL: constant(uint256) = 0
+ORDER_POC: constant(uint256) = 1
+ORDER_EITHER: constant(uint256) = 2
+POC_EDGE_BLOCKS: constant(uint256) = 8
+LOW128: constant(uint256) = (1 << 128) - 1
+
 MAX_BATCH: constant(uint256) = 64
 MAX_SKIP: constant(uint256) = 32
 MAX_TOKENS: constant(uint256) = 16777215  # 24-bit token fields
@@ -111,20 +120,61 @@ def set_validation(validation: address):
 
 @internal
 @view
+def _order_mode(epoch: uint256) -> uint256:
+    # ORDER_NORMAL / ORDER_POC / ORDER_EITHER for a record of `epoch` mined in this block (see POC_EDGE_BLOCKS)
+    window: uint256 = staticcall self.epochs.poc_window(epoch)
+    if window == 0:
+        return ORDER_NORMAL
+    start: uint256 = window >> 128
+    end: uint256 = window & LOW128
+    poc_ok: bool = block.number >= start and block.number < end + POC_EDGE_BLOCKS
+    normal_ok: bool = block.number < start + POC_EDGE_BLOCKS or block.number >= end
+    if poc_ok and normal_ok:
+        return ORDER_EITHER
+    if poc_ok:
+        return ORDER_POC
+    return ORDER_NORMAL
+
+
+@internal
+@pure
+def _follows(rec: IInference.StartRecord, code: uint8, first: address, expected: DynArray[address, MAX_SKIP]) -> bool:
+    # the record's executor and skipped list are exactly the walk's
+    if code != WALK_OK or rec.executor != first or len(rec.skipped) != len(expected):
+        return False
+    for i: uint256 in range(MAX_SKIP):
+        if i >= len(expected):
+            break
+        if rec.skipped[i] != expected[i]:
+            return False
+    return True
+
+
+@internal
+@view
 def _verify_order(
-    epoch: uint256, rec: IInference.StartRecord, iid: bytes32, max_draws: uint256
+    epoch: uint256, rec: IInference.StartRecord, iid: bytes32, max_draws: uint256, mode: uint256
 ) -> (String[32], uint256):
-    # (reason, executor index): skipped members must be non-ACTIVE, executor + skipped must equal the replayed walk
-    for member: address in rec.skipped:
-        if staticcall self.epochs.status_of(epoch, member) == ACTIVE:
-            if staticcall self.epochs.position_of(epoch, rec.model_key, member) == 0:
-                return "WrongSkippedList", 0
-            return "SkippedExecutorActive", 0
+    # (reason, executor index): executor + skipped must equal the replayed walk (in either order at a PoC edge)
     code: uint8 = 0
     first: address = empty(address)
     index: uint256 = 0
     expected: DynArray[address, MAX_SKIP] = []
-    code, first, index, expected = staticcall self.epochs.walk(epoch, rec.model_key, iid, empty(address), max_draws)
+    code, first, index, expected = staticcall self.epochs.walk(
+        epoch, rec.model_key, iid, empty(address), max_draws, mode == ORDER_POC
+    )
+    if mode == ORDER_EITHER and not self._follows(rec, code, first, expected):
+        code, first, index, expected = staticcall self.epochs.walk(epoch, rec.model_key, iid, empty(address),
+                                                                   max_draws, True)
+    if self._follows(rec, code, first, expected):
+        return "", index
+    # why not (only rejected records pay for this)
+    for member: address in rec.skipped:
+        if staticcall self.epochs.status_of(epoch, member) == ACTIVE:
+            if staticcall self.epochs.position_of(epoch, rec.model_key, member) == 0:
+                return "WrongSkippedList", 0
+            if mode == ORDER_NORMAL or staticcall self.epochs.poc_eligible(epoch, rec.model_key, member):
+                return "SkippedExecutorActive", 0
     if code == WALK_EMPTY_GROUP:
         return "NoEpochGroup", 0
     if rec.executor != first:
@@ -135,14 +185,24 @@ def _verify_order(
         return "WrongExecutor", 0
     if code != WALK_OK:
         return "NoActiveExecutor", 0
-    if len(rec.skipped) != len(expected):
-        return "WrongSkippedList", 0
-    for i: uint256 in range(MAX_SKIP):
-        if i >= len(expected):
-            break
-        if rec.skipped[i] != expected[i]:
-            return "WrongSkippedList", 0
-    return "", index
+    return "WrongSkippedList", 0
+
+
+@internal
+@view
+def _next_after(epoch: uint256, model_key: bytes32, iid: bytes32, after: address, max_draws: uint256,
+                want: address) -> (uint8, address, uint256):
+    # the member after `after` in the order this block accepts (`want` when either order is accepted and one gives it)
+    mode: uint256 = self._order_mode(epoch)
+    code: uint8 = 0
+    nxt: address = empty(address)
+    index: uint256 = 0
+    skipped: DynArray[address, MAX_SKIP] = []
+    code, nxt, index, skipped = staticcall self.epochs.walk(epoch, model_key, iid, after, max_draws,
+                                                            mode == ORDER_POC)
+    if mode == ORDER_EITHER and (code != WALK_OK or nxt != want):
+        code, nxt, index, skipped = staticcall self.epochs.walk(epoch, model_key, iid, after, max_draws, True)
+    return code, nxt, index
 
 
 @internal
@@ -166,7 +226,7 @@ def _model_price(epoch: uint256, model_key: bytes32) -> (bool, uint256, bool):
 
 @internal
 def _start_one(rec: IInference.StartRecord, iid: bytes32, ta: uint256, epoch: uint256, window: uint256,
-               max_draws: uint256) -> String[32]:
+               max_draws: uint256, mode: uint256) -> String[32]:
     # checks (each failure leaves no trace but the RecordRejected event)
     s: uint256 = convert(rec.s, uint256)
     if (rec.v != 27 and rec.v != 28) or s == 0 or s > HALF_N:
@@ -198,7 +258,7 @@ def _start_one(rec: IInference.StartRecord, iid: bytes32, ta: uint256, epoch: ui
         return "InsufficientBalance"
     reason: String[32] = ""
     exec_idx: uint256 = 0
-    reason, exec_idx = self._verify_order(epoch, rec, iid, max_draws)
+    reason, exec_idx = self._verify_order(epoch, rec, iid, max_draws, mode)
     if len(reason) > 0:
         return reason
     # effects
@@ -244,9 +304,10 @@ def start_inferences(records: DynArray[IInference.StartRecord, MAX_BATCH]):
     max_draws: uint256 = staticcall self.registry.param(P_MAX_DRAWS)
     epoch: uint256 = staticcall self.epochs.current_epoch()
     assert epoch <= MAX_EPOCH, "EpochOverflow"
+    mode: uint256 = self._order_mode(epoch)
     for rec: IInference.StartRecord in records:
         iid: bytes32 = keccak256(concat(rec.r, rec.s, convert(rec.v, bytes1)))
-        reason: String[32] = self._start_one(rec, iid, ta, epoch, window, max_draws)
+        reason: String[32] = self._start_one(rec, iid, ta, epoch, window, max_draws, mode)
         if len(reason) > 0:
             log IInference.RecordRejected(inference_id=iid, reason=reason)
 
@@ -346,9 +407,8 @@ def _finish_one(rec: IInference.FinishRecord, expiration: uint256, group: uint25
         code: uint8 = 0
         nxt: address = empty(address)
         index: uint256 = 0
-        skipped: DynArray[address, MAX_SKIP] = []
-        code, nxt, index, skipped = staticcall self.epochs.walk(
-            epoch, model_key, rec.inference_id, original, staticcall self.registry.param(P_MAX_DRAWS)
+        code, nxt, index = self._next_after(
+            epoch, model_key, rec.inference_id, original, staticcall self.registry.param(P_MAX_DRAWS), msg.sender
         )
         if code != WALK_OK or nxt != msg.sender:
             return "NotExecutor", group, position
@@ -414,9 +474,9 @@ def _reassign_one(rec: IInference.ReassignRecord, ta: uint256, max_draws: uint25
     code: uint8 = 0
     nxt: address = empty(address)
     index: uint256 = 0
-    skipped: DynArray[address, MAX_SKIP] = []
-    code, nxt, index, skipped = staticcall self.epochs.walk(
-        epoch, self._model_at[lib_record.model(word)], rec.inference_id, rec.failed_executor, max_draws
+    code, nxt, index = self._next_after(
+        epoch, self._model_at[lib_record.model(word)], rec.inference_id, rec.failed_executor, max_draws,
+        rec.next_executor,
     )
     if code != WALK_OK:
         return "NoActiveExecutor"

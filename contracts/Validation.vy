@@ -122,7 +122,7 @@ def _tiebreaker(epoch: uint256, model_key: bytes32, inference_id: bytes32, execu
         member: address = empty(address)
         index: uint256 = 0
         skipped: DynArray[address, 32] = []
-        code, member, index, skipped = staticcall self.epochs.walk(epoch, model_key, seed, after, max_draws)
+        code, member, index, skipped = staticcall self.epochs.walk(epoch, model_key, seed, after, max_draws, False)
         if code != WALK_OK:
             return empty(address)
         if member != executor and member != first:

@@ -6,8 +6,11 @@ the prefix sums ``C`` of the group's weights (``W = C[-1]``); the drawn member i
 members in draw order for ``k < max_draws``; a draw that hits a member already in the order adds nothing.
 
 The TA walks the order: the executor is the first ACTIVE member and ``skipped`` are the non-ACTIVE members
-before it. The contract replays exactly these draws (``O((|skipped| + 1) · log n)`` storage reads), so any
-change here is a protocol change: the shared vectors in ``tests/vectors/selection.json`` pin it.
+before it. During the PoC stages that end an epoch (``Epochs.poc_window``) the *PoC order* applies: a member is
+eligible only when it is ACTIVE and has an ML node allocated to keep serving inference (POC_SLOT) for the model
+(``eligible_flags``); the others are skipped like non-ACTIVE members. The contract replays exactly these draws
+(``O((|skipped| + 1) · log n)`` storage reads), so any change here is a protocol change: the shared
+vectors in ``tests/vectors/selection.json`` pin it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from itertools import accumulate
 from eth_utils import keccak
 
 __all__ = [
+    "POC_EDGE_BLOCKS",
     "draw_index",
     "draw_target",
+    "eligible_flags",
     "executor_order",
     "next_active_after",
     "order_from_prefix",
@@ -29,6 +34,24 @@ __all__ = [
 ]
 
 _UINT256 = 2**256
+
+POC_EDGE_BLOCKS = 8
+"""``Inference.POC_EDGE_BLOCKS``: for this many blocks after each edge of the PoC window the contract accepts a record
+in either order (a TA decides on the block it sees; its record is mined a few blocks later)."""
+
+
+def eligible_flags(active: Sequence[bool], poc_slot: Sequence[bool], in_poc: bool) -> list[bool]:
+    """Who may execute: ``active`` outside the PoC window; inside it, ACTIVE members with a POC_SLOT node.
+
+    Pass the result as ``active`` to ``pick_executor`` / ``next_active_after`` (what ``Epochs.walk(poc=...)``
+    replays). ``poc_slot`` is ``Epochs.poc_eligible`` per member (True for every member of a group without an ML-node
+    allocation, which PoC does not restrict).
+    """
+    if len(active) != len(poc_slot):
+        raise ValueError(f"{len(active)} active flags but {len(poc_slot)} POC_SLOT flags")
+    if not in_poc:
+        return list(active)
+    return [a and p for a, p in zip(active, poc_slot, strict=True)]
 
 
 def prefix_sums(weights: Sequence[int]) -> list[int]:

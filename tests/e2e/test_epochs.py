@@ -4,8 +4,9 @@ Layout: host0 one ML node (model A), host1 two (A, A), host2 two (A, B) — host
 cheating "host" (this test process) registers one node, commits an inflated nonce count in the first PoC cycle and
 serves its real (fewer) leaves; the honest hosts' validators must catch it. The test then checks, against the chain:
 the stages in order, one batch per mining node (none from POC_SLOT nodes), weights = nonces × throughput_per_nonce
-(or the preserved genesis weight), the new groups, frozen snapshots, a chat served during PoC, and rewards with the
-coverage bonus for exactly host2.
+(or the preserved genesis weight), the new groups, frozen snapshots, a chat served during PoC by a host that kept a
+POC_SLOT node (the order's first member, without one, skipped and the contract accepting that skipped list), and
+rewards with the coverage bonus for exactly host2.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from network import TINY, BackgroundDevnet, make_settings, running, signed_chat
+from network import (
+    TINY,
+    BackgroundDevnet,
+    make_settings,
+    order_of,
+    request_with_first,
+    running,
+    signed_chat,
+    wait_status,
+)
 
 from dinfer import merkle
 from dinfer.chain.backends import connect
@@ -194,6 +204,13 @@ def test_full_epoch_cycle(cycle_net: BackgroundDevnet, tmp_path: Path) -> None:
         poc_start = genesis + length
         assert now["height"] < poc_start, "the devnet took longer to start than one epoch: raise epoch_length_blocks"
         assert {g["model"] for g in now["groups"]} == {TINY, MODEL_B}
+        assert now["poc_window"] == {"start": genesis + STAGES["epoch_length_blocks"],
+                                     "end": genesis + STAGES["epoch_length_blocks"] + STAGES["poc_generate_blocks"]
+                                     + STAGES["poc_validate_blocks"]}
+        tiny = next(g for g in now["groups"] if g["model"] == TINY)
+        eligible = dict(zip(tiny["members"], tiny["poc_eligible"], strict=True))
+        assert sum(eligible.values()) == 1, eligible  # min_poc_slot_nodes = 1: one TINY node keeps serving
+        no_slot = next(m for m, e in eligible.items() if not e)
 
         # --- POC_GENERATE: the cheater commits; a chat is served by a POC_SLOT node meanwhile
         chain.wait_height(poc_start + 1)
@@ -201,10 +218,19 @@ def test_full_epoch_cycle(cycle_net: BackgroundDevnet, tmp_path: Path) -> None:
         r_target = 1_300_000 / 1e6
         real, claimed = _cheat(chain, cheater_key, poc_start, r_target, leaves_server)
         assert real > 0
-        body, headers = signed_chat(net.info.demo_client_key, addresses[0], "served during PoC", max_tokens=4)
+        # the order starts with a member without a POC_SLOT node: it is skipped, the request lands on the slot host
+        body, headers = request_with_first(net.info.demo_client_key, addresses[0], tiny, no_slot, max_tokens=4)
         chat = httpx.post(f"{base}/v1/chat/completions", content=body, headers=headers, timeout=120)
         assert chat.status_code == 200, chat.text
-        assert httpx.get(f"{base}/v1/epochs/current", timeout=10).json()["stage"] == "POC_GENERATE"
+        during = httpx.get(f"{base}/v1/epochs/current", timeout=10).json()
+        assert during["stage"] == "POC_GENERATE" and during["in_poc"]
+        slot_host = next(m for m, e in eligible.items() if e)
+        assert chat.headers["x-dinfer-executor"] == slot_host
+        order = order_of(headers, tiny)
+        expected_skipped = order[: order.index(slot_host)]
+        assert no_slot in expected_skipped
+        on_chain = wait_status(base, chat.headers["x-dinfer-inference-id"], "FINISHED")
+        assert on_chain["executor"] == slot_host and on_chain["skipped"] == expected_skipped
 
         # --- follow the stages until the switch is done and models are loaded again
         switch_height = poc_start + STAGES["poc_generate_blocks"] + STAGES["poc_validate_blocks"]
@@ -217,8 +243,8 @@ def test_full_epoch_cycle(cycle_net: BackgroundDevnet, tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, f"no switch to epoch 2: {now}"
             time.sleep(0.2)
-        order = ["POC_GENERATE", "POC_VALIDATE", "SET_NEW_VALIDATORS", "MODEL_LOADING", "INFERENCE"]
-        assert [s for s in order if s in stage_seen] == [s for s in stage_seen if s in order]
+        stages = ["POC_GENERATE", "POC_VALIDATE", "SET_NEW_VALIDATORS", "MODEL_LOADING", "INFERENCE"]
+        assert [s for s in stages if s in stage_seen] == [s for s in stage_seen if s in stages]
         assert {"POC_GENERATE", "POC_VALIDATE", "INFERENCE"} <= set(stage_seen)
 
         async def read_chain() -> dict[str, Any]:

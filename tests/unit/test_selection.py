@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from dinfer.selection import (
     draw_index,
     draw_target,
+    eligible_flags,
     executor_order,
     next_active_after,
     order_from_prefix,
@@ -150,3 +151,12 @@ def test_fast_for_100k_members() -> None:
         assert order and bisect_right(cumulative, 0) <= order[0]
     per_order = (time.perf_counter() - start) / 200
     assert per_order < 0.005, f"{per_order * 1e3:.2f} ms per order at n=100k"
+
+
+def test_eligible_flags_are_active_outside_poc_and_active_with_a_slot_inside() -> None:
+    active = [True, False, True, True]
+    slots = [False, True, True, False]
+    assert eligible_flags(active, slots, in_poc=False) == active
+    assert eligible_flags(active, slots, in_poc=True) == [False, False, True, False]
+    with pytest.raises(ValueError, match="POC_SLOT flags"):
+        eligible_flags(active, slots[:3], in_poc=True)

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dinfer.chain.contracts.epochs import EpochsClient, Group, MemberStatus, model_key
+from dinfer import selection
+from dinfer.chain.contracts.epochs import EpochsClient, Group, MemberStatus, PoCWindow, model_key
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.contracts.registry import Model, RegistryClient
 from dinfer.errors import TxReverted
@@ -24,10 +25,25 @@ class GroupView:
     model: Model
     group: Group
     statuses: tuple[MemberStatus, ...]
+    poc_window: PoCWindow | None = None
+    """Set when the next block is inside the epoch's PoC window: the PoC order applies (``poc_slot``)."""
+    poc_slot: tuple[bool, ...] = ()
+    """Per member, ``Epochs.poc_eligible`` (only read inside the PoC window)."""
 
     @property
     def active(self) -> list[bool]:
         return [s == MemberStatus.ACTIVE for s in self.statuses]
+
+    @property
+    def in_poc(self) -> bool:
+        return self.poc_window is not None
+
+    @property
+    def eligible(self) -> list[bool]:
+        """Who may execute now: ACTIVE members, and inside the PoC window only those with a POC_SLOT node."""
+        if self.poc_window is None:
+            return self.active
+        return selection.eligible_flags(self.active, self.poc_slot, True)
 
 
 class _TTLCache:
@@ -62,6 +78,8 @@ class ChainView:
         self._groups: dict[tuple[int, bytes], Group] = {}
         self._snapshots: dict[tuple[int, str], Model] = {}
         """Epoch model snapshots never change once taken: cached for good."""
+        self._windows: dict[int, PoCWindow] = {}
+        """PoC windows are fixed when their epoch starts: cached for good."""
         self._lock = asyncio.Lock()
 
     async def epoch(self) -> int:
@@ -104,9 +122,10 @@ class ChainView:
             self._snapshots[key] = cached
         return cached
 
-    async def group(self, model_id: str) -> GroupView | None:
+    async def group(self, model_id: str, poc_edge: int = 0) -> GroupView | None:
         """Current epoch group for ``model_id`` with fresh statuses and the epoch's model snapshot (the price the
-        Inference contract charges); None when the model has no group this epoch."""
+        Inference contract charges); None when the model has no group this epoch. Inside the epoch's PoC window
+        (widened by ``poc_edge`` blocks on both sides) the view carries the POC_SLOT flags (``eligible``)."""
         epoch = await self.epoch()
         model = await self.epoch_model(epoch, model_id)
         if model is None:
@@ -121,7 +140,50 @@ class ChainView:
             self._groups.pop(gkey, None)  # groups may still be forming: look again next time
             return None
         statuses = await asyncio.gather(*(self.status(epoch, m) for m in group.members))
-        return GroupView(epoch, model, group, tuple(statuses))
+        window = await self.poc_window(epoch)
+        if not window.contains(await self.head() + 1, poc_edge):
+            return GroupView(epoch, model, group, tuple(statuses))
+        slots = await self.poc_slots(epoch, gkey[1], group.members)
+        return GroupView(epoch, model, group, tuple(statuses), window, slots)
+
+    async def poc_window(self, epoch: int) -> PoCWindow:
+        """The blocks of the PoC stages that end ``epoch`` (fixed when the epoch started: cached for good)."""
+        cached = self._windows.get(epoch)
+        if cached is None:
+            cached = await self.epochs.poc_window(epoch)
+            if cached.start:
+                self._windows[epoch] = cached
+        return cached
+
+    async def poc_slots(self, epoch: int, model: bytes, members: tuple[str, ...]) -> tuple[bool, ...]:
+        """``Epochs.poc_eligible`` of every member (allocations change only at the epoch switch or by governance)."""
+        key = ("poc_slots", epoch, model)
+        cached = self._long.get(key)
+        if cached is None:
+            flags = await asyncio.gather(*(self.epochs.poc_eligible(epoch, model, m) for m in members))
+            cached = self._long.put(key, tuple(flags))
+        return cached  # type: ignore[no-any-return]
+
+    async def head(self) -> int:
+        """The latest block number (cached for the short TTL)."""
+        cached = self._short.get("head")
+        if cached is None:
+            cached = self._short.put("head", int(await self.epochs.contract.w3.eth.block_number))
+        return int(cached)
+
+    async def seconds_per_block(self) -> float:
+        """Average block interval over the last 32 blocks (≥ 0.1 s; 1 s when the chain is too young to tell)."""
+        cached = self._long.get("block_time")
+        if cached is None:
+            w3 = self.epochs.contract.w3
+            latest = await w3.eth.get_block("latest")
+            back = min(32, int(latest["number"]))
+            interval = 1.0
+            if back > 0:
+                earlier = await w3.eth.get_block(int(latest["number"]) - back)
+                interval = max(0.1, (int(latest["timestamp"]) - int(earlier["timestamp"])) / back)
+            cached = self._long.put("block_time", interval)
+        return float(cached)
 
     async def status(self, epoch: int, member: str) -> MemberStatus:
         key = ("status", epoch, member)

@@ -3,8 +3,10 @@
 * ``GET /v1/poc/batches/{poc_start}/{node_id}`` — this host's sealed leaves of one ML node in one cycle (what its
   on-chain ``merkle_root`` commits to): ``{host, node_id, poc_start, model_id, nonce_count, nonces, distances,
   merkle_root}``; 404 until sealed.
-* ``GET /v1/epochs/current`` — ``stage``, ``height``, ``epoch``, ``poc_start``, ``groups`` (per model: members,
-  weights, statuses, ``ml_nodes`` per member, throughput) and ``snapshot`` (the epoch's models).
+* ``GET /v1/epochs/current`` — ``stage``, ``height``, ``epoch``, ``poc_start``, ``poc_window`` (the PoC stages
+  that end the epoch; ``in_poc`` when the next block is inside: the PoC order applies), ``groups`` (per model:
+  members, weights, statuses, ``poc_eligible`` (may execute during the PoC window), ``ml_nodes`` per member,
+  throughput) and ``snapshot`` (the epoch's models).
 * ``GET /v1/pricing`` — the current epoch's snapshot prices (what requests are charged now).
 * ``GET /v1/governance/models``, ``GET /v1/governance/pricing`` — the Registry's latest values, i.e. what the next
   epoch snapshots.
@@ -90,8 +92,10 @@ async def _group(rt: NodeRuntime, epoch: int, model: Model) -> dict[str, Any]:
     statuses = [(await rt.chain.status(epoch, m)).name for m in group.members]
     ml_nodes = {m: _plain(await rt.epochs.get_ml_nodes(epoch, model.id, m)) for m in group.members}
     info = _plain(await rt.epochs.group_info(epoch, model.id))
+    poc_eligible = list(await rt.chain.poc_slots(epoch, key, group.members))
     return {"model": model.id, "model_key": "0x" + key.hex(), "members": list(group.members),
-            "weights": list(group.weights), "statuses": statuses, "ml_nodes": ml_nodes, "info": info}
+            "weights": list(group.weights), "statuses": statuses, "poc_eligible": poc_eligible,
+            "ml_nodes": ml_nodes, "info": info}
 
 
 @router.get("/v1/epochs/current")
@@ -104,10 +108,12 @@ async def current_epoch(request: Request) -> JSONBytesResponse:
     snapshot = await epoch_snapshot(rt, epoch)
     groups = [g for g in [await _group(rt, epoch, m) for m in snapshot] if g["members"]]
     stage = stage_at(height, genesis, params)
+    window = await rt.chain.poc_window(epoch)
     return JSONBytesResponse({
         "epoch": epoch, "height": height, "block": height, "stage": stage.name, "stage_id": int(stage),
         "poc_start": poc_start_at(height, genesis, params), "genesis_block": genesis,
         "epoch_length_blocks": params.epoch_length_blocks, "switched_cycle": await rt.epochs.switched_cycle(),
+        "poc_window": {"start": window.start, "end": window.end}, "in_poc": window.contains(height + 1),
         "groups": groups, "snapshot": {m.id: model_view(m) for m in snapshot},
         "host": rt.poc.status() if rt.poc is not None else None,
     })

@@ -2,7 +2,8 @@
 
 Accepted only when (1) the client's request signature is valid, (2) the TA the client authorised signed this
 dispatch to this host, (3) that TA is a registered host, and (4) the deterministic order for the inference names
-this host: every member drawn before it is non-ACTIVE or was already tried by the TA (``x-dinfer-previous``).
+this host: every member drawn before it is non-ACTIVE (during PoC: not eligible) or was already tried by the TA
+(``x-dinfer-previous``).
 
 ``GET /v1/executor/payload/{id}`` hands an executed inference's payload (the client's signed request, the output
 text, token counts and the per-token logprob claims) to a validator the chain selected for it — sampled by
@@ -60,7 +61,9 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         raise HTTPError(403, f"{signed.ta} is not a registered host; executors only take work from hosts",
                         "permission_error")
     req = parse_request(kind, body)
-    group = await rt.chain.group(str(req.model))
+    # near or inside the PoC window: members without a POC_SLOT node do not block (the TA may have decided on
+    # either order at an edge; the contract checks the exact one)
+    group = await rt.chain.group(str(req.model), poc_edge=selection.POC_EDGE_BLOCKS)
     if group is None:
         raise ModelNotFound(f"model {req.model!r} is not served in the current epoch")
     previous = {checksum(p) for p in headers.get(H_PREVIOUS, "").split(",") if p.strip()}
@@ -72,7 +75,8 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         raise HTTPError(403, f"this host ({rt.address}) is not in the executor order of {signed.inference_id}",
                         "permission_error")
     before = order[: order.index(mine[0])]
-    blocking = [members[i] for i in before if group.active[i] and members[i] not in previous]
+    eligible = group.eligible
+    blocking = [members[i] for i in before if eligible[i] and members[i] not in previous]
     if blocking:
         raise HTTPError(403, f"the order of {signed.inference_id} names {blocking[0]} before this host",
                         "permission_error")

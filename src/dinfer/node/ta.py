@@ -142,13 +142,13 @@ class TransferAgent:
             raise HTTPError(409, f"inference {iid} was already submitted (signed requests are single-use); "
                             "sign the request again with a new timestamp", "invalid_request_error", code="replay")
         members, weights = acc.group.group.members, acc.group.group.weights
-        active = acc.group.active
+        active = acc.group.eligible  # ACTIVE members; inside the PoC window only those with a POC_SLOT node
         max_draws = await self.chain.max_draws()
         iid_bytes = bytes.fromhex(iid[2:])
         first, skipped = selection.pick_executor(iid_bytes, weights, active, max_draws)
         if first is None:
-            raise HTTPError(503, f"no ACTIVE executor for {acc.request.model!r} this epoch; retry later",
-                            "service_unavailable", headers={"Retry-After": "5"})
+            await self.store.kv_delete(seen_key(iid))  # nothing was dispatched: the same signed request may retry
+            raise await self._no_executor(acc)
         record = InferenceRecord(id=iid, role="ta", model=str(acc.request.model), client=acc.signed.client,
                                  ta=self.address, executor=members[first], status="RECEIVED",
                                  skipped=[members[i] for i in skipped], price_per_token=acc.price,
@@ -204,6 +204,20 @@ class TransferAgent:
         raise HTTPError(503, f"no executor could serve inference {iid} after {len(attempts)} attempt(s): "
                         + "; ".join(f"{a['executor']}: {a.get('reason', '')}" for a in attempts),
                         "service_unavailable", headers={"Retry-After": "2"})
+
+    async def _no_executor(self, acc: Accepted) -> HTTPError:
+        """503 when the order has no eligible member; during PoC, Retry-After is the end of the PoC window."""
+        window = acc.group.poc_window
+        if window is None:
+            return HTTPError(503, f"no ACTIVE executor for {acc.request.model!r} this epoch; retry later",
+                             "service_unavailable", headers={"Retry-After": "5"})
+        blocks = max(1, window.end - await self.chain.head())
+        wait = max(1, round(blocks * await self.chain.seconds_per_block()))
+        return HTTPError(
+            503, f"the network is in Proof-of-Compute until block {window.end} (~{wait} s) and no host serving "
+            f"{acc.request.model!r} kept an ML node for inference (POC_SLOT) during it; retry after the PoC",
+            "service_unavailable", code="poc_no_eligible_executor", headers={"Retry-After": str(wait)},
+        )
 
     async def _open(self, acc: Accepted, member: str, previous: list[str]) -> Upstream:
         if member == self.address:

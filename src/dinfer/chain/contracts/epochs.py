@@ -63,6 +63,19 @@ class Walk:
 
 
 @dataclass(frozen=True)
+class PoCWindow:
+    """The PoC stages (POC_GENERATE, POC_VALIDATE) of the cycle that ends an epoch: blocks ``start <= b < end``.
+    Inside it the executor order is the PoC order (``dinfer.selection.eligible_flags``)."""
+
+    start: int
+    end: int
+
+    def contains(self, block: int, edge: int = 0) -> bool:
+        """``block`` is in the window, or within ``edge`` blocks of it."""
+        return self.start != 0 and self.start - edge <= block < self.end + edge
+
+
+@dataclass(frozen=True)
 class PoCBatch:
     """One ML node's committed PoC result in a cycle, with its validation tally."""
 
@@ -196,10 +209,13 @@ class EpochsClient(ContractClient):
         weights = [p - (prefixes[i - 1] if i else 0) for i, p in enumerate(prefixes)]
         return Group(tuple(members), tuple(weights))
 
-    async def walk(self, epoch: int, model: bytes, inference_id: bytes, after: str | None, max_draws: int) -> Walk:
-        """The contract's replay of the executor order (what Inference verifies against)."""
+    async def walk(self, epoch: int, model: bytes, inference_id: bytes, after: str | None, max_draws: int,
+                   poc: bool = False) -> Walk:
+        """The contract's replay of the executor order (what Inference verifies against); ``poc`` = the PoC order,
+        where ACTIVE members without a POC_SLOT node for the model are skipped too."""
         zero = "0x" + "00" * 20
-        code, member, index, skipped = await self._call("walk", epoch, model, inference_id, after or zero, max_draws)
+        code, member, index, skipped = await self._call("walk", epoch, model, inference_id, after or zero, max_draws,
+                                                        poc)
         found = WalkCode(int(code)) == WalkCode.OK
         return Walk(
             WalkCode(int(code)),
@@ -304,6 +320,15 @@ class EpochsClient(ContractClient):
 
     async def is_poc_slot(self, epoch: int, model_id: str, host: str, node_id: str) -> bool:
         return bool(await self._call("is_poc_slot", epoch, model_id, host, node_id))
+
+    async def poc_window(self, epoch: int) -> PoCWindow:
+        """Blocks of the PoC stages that end ``epoch`` (fixed when the epoch started)."""
+        word = int(await self._call("poc_window", epoch))
+        return PoCWindow(start=word >> 128, end=word & ((1 << 128) - 1))
+
+    async def poc_eligible(self, epoch: int, model: bytes, member: str) -> bool:
+        """May ``member`` execute the model during ``epoch``'s PoC window (a POC_SLOT node, or an unallocated group)."""
+        return bool(await self._call("poc_eligible", epoch, model, member))
 
     async def allocate_genesis_nodes(self, epoch: int, model_id: str) -> dict[str, Any]:
         return await self._transact("allocate_genesis_nodes", epoch, model_id)
