@@ -12,8 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, NewType
 
+import coincurve
 from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
+from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from dinfer.errors import CryptoError
@@ -81,19 +82,46 @@ def _check_low_s(signature: bytes) -> None:
         raise CryptoError("signature v must be 27 or 28")
 
 
+_EIP191_PREFIX = b"\x19Ethereum Signed Message:\n32"
+
+
+def _key_bytes(private_key: str) -> bytes:
+    try:
+        raw = bytes.fromhex(private_key.removeprefix("0x"))
+    except ValueError:
+        raise CryptoError("private key must be 32 bytes of hex") from None
+    if len(raw) != 32:
+        raise CryptoError(f"private key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
 def sign_digest_eip191(digest: bytes, private_key: str) -> bytes:
-    """EIP-191 ``personal_sign`` of a 32-byte digest; returns 65 bytes ``r‖s‖v``."""
-    signed = Account.sign_message(encode_defunct(primitive=digest), private_key)
-    return bytes(signed.signature)
+    """EIP-191 ``personal_sign`` of a 32-byte digest; returns 65 bytes ``r‖s‖v`` (v = 27/28, low s).
+
+    Straight to libsecp256k1 (coincurve, RFC 6979 nonces: the same bytes ``eth_account`` produces) — the request
+    path signs and checks several of these per inference, and eth_account's wrappers cost ~3× more."""
+    if len(digest) != 32:
+        raise CryptoError(f"digest must be 32 bytes, got {len(digest)}")
+    try:
+        key = coincurve.PrivateKey(_key_bytes(private_key))
+    except ValueError as exc:
+        raise CryptoError(f"invalid private key: {exc}") from None
+    sig = key.sign_recoverable(keccak(_EIP191_PREFIX + digest), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
 
 
 def recover_digest_eip191(digest: bytes, signature: bytes) -> Address:
     """Signer of an EIP-191 signature over ``digest``; refuses malleable (high-s) signatures."""
     _check_low_s(signature)
+    if len(digest) != 32:
+        raise CryptoError(f"digest must be 32 bytes, got {len(digest)}")
     try:
-        return Address(Account.recover_message(encode_defunct(primitive=digest), signature=signature))
-    except Exception as exc:  # eth-keys raises several unrelated types for garbage input
+        public = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([signature[64] - 27]), keccak(_EIP191_PREFIX + digest), hasher=None
+        )
+    except Exception as exc:  # libsecp256k1 refuses r/s out of range or a point that does not exist
         raise CryptoError(f"signature does not recover: {exc}") from None
+    return Address(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
 
 
 def sign_request(body: bytes, timestamp: int, ta_address: str, private_key: str) -> bytes:

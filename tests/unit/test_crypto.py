@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dinfer import crypto
 from dinfer.errors import CryptoError
+from support import examples
 
 # Well-known test key (anvil account 0); never holds value.
 KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -81,3 +86,28 @@ def test_eip191_digest_roundtrip() -> None:
     digest = bytes(range(32))
     sig = crypto.sign_digest_eip191(digest, KEY)
     assert crypto.recover_digest_eip191(digest, sig) == ADDR
+
+
+@settings(max_examples=examples(40, 400), deadline=None)
+@given(key=st.integers(min_value=1, max_value=crypto.SECP256K1_N - 1), digest=st.binary(min_size=32, max_size=32))
+def test_libsecp256k1_path_matches_eth_account(key: int, digest: bytes) -> None:
+    """The direct coincurve signing path gives eth_account's exact bytes, and recovers the signer."""
+    private = "0x" + key.to_bytes(32, "big").hex()
+    ours = crypto.sign_digest_eip191(digest, private)
+    reference = Account.sign_message(encode_defunct(primitive=digest), private).signature
+    assert ours == bytes(reference)
+    assert crypto.recover_digest_eip191(digest, ours) == Account.from_key(private).address
+
+
+def test_fast_path_refuses_bad_keys_and_digests() -> None:
+    key = crypto.Keypair.generate().private_key
+    for bad_key in ("0x12", "not-hex", "0x" + "00" * 32):
+        with pytest.raises(CryptoError):
+            crypto.sign_digest_eip191(b"\x01" * 32, bad_key)
+    with pytest.raises(CryptoError):
+        crypto.sign_digest_eip191(b"\x01" * 31, key)
+    sig = crypto.sign_digest_eip191(b"\x01" * 32, key)
+    with pytest.raises(CryptoError):
+        crypto.recover_digest_eip191(b"\x01" * 33, sig)
+    with pytest.raises(CryptoError):
+        crypto.recover_digest_eip191(b"\x01" * 32, b"\x00" * 64 + b"\x1b")  # r = 0: no such point
