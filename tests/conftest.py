@@ -14,6 +14,7 @@ from dinfer.chain.deploy import bind, deploy_network
 from dinfer.chain.txqueue import TxSender
 from dinfer.crypto import Keypair
 from dinfer.genesis import Genesis, load_genesis
+from support import FULL_PROFILE
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +88,14 @@ def registry(chain: EthTesterBackend, _base_chain: _BaseChain, actors: Actors, s
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """End-to-end tests share the session devnet and are timing-sensitive: under pytest-xdist
+    """Two profiles: ``make test`` (fast) skips tests marked ``slow`` (long end-to-end cycles, fault and soak runs);
+    ``make test-full`` (``DINFER_TEST_FULL=1``) runs them too, and ``support.examples`` gives hypothesis more examples.
+
+    End-to-end tests share the session devnet and are timing-sensitive: under pytest-xdist
     (``scripts/run-tests.sh``: ``--dist loadgroup``) they all run in one worker, in collection order."""
+    skip_slow = None if FULL_PROFILE else pytest.mark.skip(reason="slow: runs in `make test-full` (DINFER_TEST_FULL=1)")
     for item in items:
         if "e2e" in item.path.parts:
             item.add_marker(pytest.mark.xdist_group("e2e"))
+        if skip_slow is not None and item.get_closest_marker("slow") is not None:
+            item.add_marker(skip_slow)

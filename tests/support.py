@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from web3.contract import AsyncContract
 from web3.logs import DISCARD
+
+FULL_PROFILE = os.environ.get("DINFER_TEST_FULL", "") not in ("", "0")
+"""``make test-full``: slow tests run and property tests draw more examples (``make test`` is the fast profile)."""
+
+
+T = TypeVar("T")
+_BUILT: dict[tuple[int, bytes, str], tuple[Any, Any]] = {}
+
+
+async def build_once(chain: Any, name: str, build: Callable[[], Awaitable[T]]) -> T:
+    """Run ``build`` on the py-evm ``chain`` once per chain head: it deploys/sets up state and returns plain data
+    (addresses). A later call from the same head — the same state, since every test starts from the suite's
+    snapshot — reverts to the state the first build left and returns its data: a snapshot revert (milliseconds)
+    instead of the same transactions in every test. Bind fresh clients/senders to the returned addresses."""
+    head = bytes((await chain.w3.eth.get_block("latest"))["hash"])
+    key = (id(chain.tester), head, name)
+    hit = _BUILT.get(key)
+    if hit is not None:
+        chain.tester.revert_to_snapshot(hit[0])
+        return hit[1]  # type: ignore[no-any-return]
+    data = await build()
+    _BUILT[key] = (chain.tester.take_snapshot(), data)
+    return data
+
+
+def examples(fast: int, full: int) -> int:
+    """Hypothesis ``max_examples`` for the running profile: ``fast`` in ``make test``, ``full`` in test-full."""
+    return full if FULL_PROFILE else fast
 
 
 def events(contract: AsyncContract, receipt: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -28,7 +28,9 @@ from tests.fixtures.tiny_gguf import BOS_ID, EOS_ID
 
 from dinfer.genesis import default_genesis_path
 
-pytestmark = pytest.mark.e2e
+# `make test-full` only: its own devnet with three ML-node versions behind nginx (~1.5 min); the version manager is
+# covered by tests/unit/node/test_upgrades.py in `make test`.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 V8, V9, V10 = "v0.3.8", "v0.3.9", "v0.3.10"
 NO_STOP = {str(t): -100 for t in range(BOS_ID, EOS_ID + 1)}
 """``logit_bias`` banning the tiny model's special tokens: it cannot end early (and samples slower, ~60 ms/token),

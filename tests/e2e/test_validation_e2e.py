@@ -28,7 +28,9 @@ from dinfer.chain.deploy import bind
 from dinfer.crypto import Keypair
 from dinfer.mlnode.models import SMOLLM2_ID, packaged_model_path
 
-pytestmark = pytest.mark.e2e
+# `make test-full` only: its own 3-host devnet and ~150 inferences (~2.5 min); the verdict rules, the scorer and the
+# contract are covered by unit and contract tests in `make test`.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HONEST_INFERENCES = 50
 

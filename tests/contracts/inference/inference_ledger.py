@@ -21,10 +21,12 @@ from dinfer.chain.contracts.inference import (
     deploy_ledger,
 )
 from dinfer.chain.contracts.registry import RegistryClient
+from dinfer.chain.deploy import bind
 from dinfer.chain.txqueue import TxSender
 from dinfer.crypto import Keypair, sha256, sign_request
 from dinfer.genesis import Genesis
 from dinfer.selection import next_active_after, pick_executor
+from support import build_once
 
 ETH = 10**18
 COLLATERAL = 10 * ETH
@@ -140,31 +142,41 @@ async def register_host(registry: RegistryClient, sender: TxSender) -> None:
 
 
 async def make_ledger(chain, registry: RegistryClient, genesis: Genesis, actors, sender_for) -> Ledger:  # type: ignore[no-untyped-def]
+    """Deploy the ledger on ``chain`` (built once per chain head, then restored from a snapshot: ``build_once``)."""
     owner_sender = sender_for(actors.owner)
-    epochs, inference = await deploy_ledger(chain.w3, owner_sender, registry)
-    accounts = chain.accounts
-    members = [actors.host, actors.host2, accounts[6], accounts[7]]
-    ta = accounts[8]
-    for who in [*members, ta]:
-        await register_host(registry, sender_for(who))
-    key = model_key(DEFAULT_MODEL)
-    await epochs.add_group(await epochs.current_epoch(), key, [m.address for m in members], WEIGHTS)
-    ledger = Ledger(
+
+    async def build() -> tuple[str, str]:
+        epochs, inference = await deploy_ledger(chain.w3, owner_sender, registry)
+        accounts = chain.accounts
+        for who in [actors.host, actors.host2, accounts[6], accounts[7], accounts[8]]:
+            await register_host(registry, sender_for(who))
+        await epochs.add_group(await epochs.current_epoch(), model_key(DEFAULT_MODEL),
+                               [m.address for m in _members(chain, actors)], WEIGHTS)
+        await InferenceClient(inference.contract, sender_for(actors.client)).deposit(ETH)
+        return epochs.address, inference.address
+
+    epochs_address, inference_address = await build_once(chain, "inference-ledger", build)
+    epochs = EpochsClient(bind(chain.w3, "Epochs", epochs_address), owner_sender)
+    inference = InferenceClient(bind(chain.w3, "Inference", inference_address), owner_sender)
+    members = _members(chain, actors)
+    return Ledger(
         chain=chain,
         registry=registry,
         epochs=epochs,
         inference=inference,
         sender_for=sender_for,
         owner=actors.owner,
-        ta=ta,
+        ta=chain.accounts[8],
         client=actors.client,
         non_owner=actors.non_owner,
         members=members,
         group=[m.address for m in members],
         weights=list(WEIGHTS),
-        model=key,
+        model=model_key(DEFAULT_MODEL),
         price=genesis.model(DEFAULT_MODEL).price_per_token,
         max_draws=await registry.param("max_draws"),
     )
-    await ledger.as_(actors.client).deposit(ETH)
-    return ledger
+
+
+def _members(chain, actors) -> list[Keypair]:  # type: ignore[no-untyped-def]
+    return [actors.host, actors.host2, chain.accounts[6], chain.accounts[7]]

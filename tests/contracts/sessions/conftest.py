@@ -8,18 +8,22 @@ from sessions_helpers import DEPOSIT, MAX_DURATION, MODEL, PRICE, PROOF_INTERVAL
 from dinfer.chain.backends import EthTesterBackend
 from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.contracts.sessions import SessionsClient
-from dinfer.chain.deploy import deploy_sessions
+from dinfer.chain.deploy import bind, deploy_sessions
+from support import build_once
 
 
 @pytest.fixture
 async def sessions(chain: EthTesterBackend, registry: RegistryClient, actors, sender_for) -> SessionsClient:  # type: ignore[no-untyped-def]
     """Sessions deployed against the genesis Registry (actors.host registered with the minimum collateral);
     the client acts as actors.client."""
-    collateral = await registry.param("min_collateral_wei")
-    host_registry = registry.with_sender(sender_for(actors.host))
-    await host_registry._transact("register_host", "http://host.test:9000", "{}", value=collateral)
-    contract = await deploy_sessions(chain.w3, sender_for(actors.owner), registry.address)
-    return SessionsClient(contract, sender_for(actors.client))
+    async def build() -> str:
+        collateral = await registry.param("min_collateral_wei")
+        host_registry = registry.with_sender(sender_for(actors.host))
+        await host_registry._transact("register_host", "http://host.test:9000", "{}", value=collateral)
+        return str((await deploy_sessions(chain.w3, sender_for(actors.owner), registry.address)).address)
+
+    address = await build_once(chain, "sessions", build)
+    return SessionsClient(bind(chain.w3, "Sessions", address), sender_for(actors.client))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ runtime needs an HTTP RPC endpoint; py-evm is in-process), built from the same c
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from dinfer.node.chain_view import ChainView
 from dinfer.node.poc_batches import PoCBatchStore
 from dinfer.node.poc_orchestrator import PoCOrchestrator
 from dinfer.node.store import NodeStore
+from support import build_once
 
 TINY = "dinfer/tiny-random-llama"
 PARAMS = {"epoch_length_blocks": 60, "poc_generate_blocks": 20, "poc_validate_blocks": 15,
@@ -53,8 +55,16 @@ def models_dir(root: Path) -> Path:
 
 
 async def deploy(chain: EthTesterBackend, owner: Keypair, genesis: Genesis, **params: int) -> Deployment:
-    return await deploy_network(chain.w3, TxSender(chain.w3, owner, poll_interval=0.01),
-                                with_params(genesis, {**PARAMS, **params}), treasury=owner.address)
+    """The whole network with the short-epoch parameters (deployed once per chain head and parameter set, then
+    restored from a snapshot: ``support.build_once``)."""
+    merged = {**PARAMS, **params}
+
+    async def build() -> Deployment:
+        return await deploy_network(chain.w3, TxSender(chain.w3, owner, poll_interval=0.01),
+                                    with_params(genesis, merged), treasury=owner.address)
+
+    deployment = await build_once(chain, f"network:{owner.address}:{sorted(merged.items())}", build)
+    return copy.deepcopy(deployment)
 
 
 @dataclass
