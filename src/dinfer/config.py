@@ -190,7 +190,7 @@ class DiscoverySettings(_Frozen):
     def _bootstrap(cls, nodes: list[str]) -> list[str]:
         for node in nodes:
             host, sep, port = node.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
                 raise ValueError(f"DHT bootstrap node must be IP:PORT, got {node!r}")
         return nodes
 

@@ -71,7 +71,7 @@ class _Namespaces:
 async def _body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes before reading them all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise HTTPError(413, f"body of {declared} bytes is over the limit of {limit}", "payload_too_large")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -221,7 +221,7 @@ async def _usage(rt: NodeRuntime, caller: Caller, days: int) -> dict[str, Any]:
 
 def _days(request: Request) -> int:
     raw = request.query_params.get("days", "30")
-    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+    if not raw.isdecimal() or not 1 <= int(raw) <= 366:  # not isdigit(): it accepts "²", which int() refuses
         raise InvalidRequest(f"days must be an integer from 1 to 366, got {raw!r}")
     return int(raw)
 

@@ -121,6 +121,12 @@ async def get_inference(inference_id: str, request: Request) -> dict[str, Any]:
 async def fetch_request(inference_id: str, request: Request) -> JSONBytesResponse:
     """The client's signed request, for the executor the chain assigned (chain-first reconciliation)."""
     rt = _rt(request)
+    try:  # a short id would pass the signature check and fail the bytes32 chain call (502)
+        if len(bytes.fromhex(inference_id.removeprefix("0x"))) != 32:
+            raise ValueError
+    except ValueError:
+        raise HTTPError(400, f"{inference_id!r} is not an inference id (32 bytes hex)", "invalid_request_error") \
+            from None
     try:
         caller = checksum(request.headers.get("x-dinfer-executor", ""))
         ts = int(request.headers.get("x-dinfer-timestamp", ""))

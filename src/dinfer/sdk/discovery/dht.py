@@ -31,7 +31,7 @@ def parse_bootstrap(nodes: list[str] | list[tuple[str, int]]) -> list[tuple[str,
             out.append((str(node[0]), int(node[1])))
             continue
         host, sep, port = node.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
             raise ValueError(f"DHT bootstrap node must be HOST:PORT, got {node!r}")
         out.append((host, int(port)))
     return out
