@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+SMALL = os.environ.get("DINFER_BENCH_SMALL", "") not in ("", "0")
+"""Smoke configuration (``DINFER_BENCH_SMALL=1``): benchmarks that support it run a few requests only. Its figures
+are not comparable, so they go to a scratch directory instead of the committed ``bench/results/``."""
+RESULTS = (Path(tempfile.gettempdir()) / "dinfer-bench-smoke" if SMALL
+           else Path(__file__).resolve().parent / "results")
 
 
 def machine() -> dict[str, Any]:
@@ -31,6 +36,7 @@ def write_result(name: str, summary: list[dict[str, Any]], details: dict[str, An
         "benchmark": name,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
+        **({"smoke": True} if SMALL else {}),
         "summary": summary,
         "details": details or {},
     }

@@ -5,10 +5,15 @@
   executor API, which runs them on host1's ML node (its own llama.cpp server with the same model and threads) —
   the full TA → executor → ML node path with both HTTP hops. Requests are drawn so host1 executes all of them.
 
-At concurrency 1 and 8 it reports tokens/s (completion tokens / wall time) and time to first token (p50, p99).
+At concurrency 1, 8 and 32 it reports tokens/s (completion tokens / wall time) and time to first token (p50, p99).
 llama.cpp serves one sequence at a time, so concurrency queues in both setups alike.
-**failover**: with host1 killed, requests whose order starts with host1 are refused and answered by host0; their
-TTFT is compared with requests that go to host0 first (same engine), giving the extra latency of one refused hop.
+**failover**: host0's TA is restarted with a short TTFT timeout (``HUNG_TTFT_TIMEOUT_S``), then requests whose order
+starts with host1 are sent while host1 is *hung* (SIGSTOP: the kernel still accepts its TCP connections, nothing
+answers), then while it is *refused* (killed). Their TTFT is compared with requests that go to host0 first (same
+engine): the hung case costs the TTFT timeout plus the next executor, the refused case one refused connect.
+
+Smoke run (a few requests per case, short answers; results go to a scratch directory, see ``bench.common``):
+``DINFER_BENCH_SMALL=1 .venv/bin/python -m bench.routing_overhead``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import write_result
+from bench.common import SMALL, write_result
 from dinfer import selection
 from dinfer.auth import sign_headers
 from dinfer.chain.anvil import free_port
@@ -39,12 +45,19 @@ from dinfer.sse import events
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPT = "Write a short story about a lighthouse keeper."
-MAX_TOKENS = 48
+MAX_TOKENS = 8 if SMALL else 48
 THREADS = 1
 """llama.cpp threads in both setups. On this 2-core machine a 2-thread engine stalls whenever anything else runs
 (its threads spin-wait on each other), which would measure core contention rather than routing; one thread leaves
 the other core to the proxies, as a GPU host's CPU is left to them."""
-RUNS = {1: 12, 8: 24}  # concurrency -> requests
+RUNS = {1: 2, 8: 8, 32: 32} if SMALL else {1: 12, 8: 24, 32: 64}  # concurrency -> requests
+NO_POC_EPOCH_BLOCKS = 100_000
+"""Epoch length of the benchmark's devnet: longer than any run (1 s blocks), so the genesis group stays."""
+FAILOVER_REQUESTS = 2 if SMALL else 8
+"""Requests per failover case (normal, hung, refused), sent one at a time."""
+HUNG_TTFT_TIMEOUT_S = 5.0
+"""host0's TTFT timeout during the failover part: a hung executor costs this much before the next one is tried.
+Short enough to keep the run short, long enough for a first token of the engine on a busy 2-core machine."""
 
 
 @dataclass
@@ -156,12 +169,15 @@ async def measure() -> dict[str, Any]:
         direct.terminate()
         direct.wait(10)
 
-    # Concurrency 8 on one engine queues up to 8 answers deep: that is queueing, not a failed executor, so the
+    # Concurrency 8 or 32 on one engine queues up to 32 answers deep: that is queueing, not a failed executor, so the
     # hosts get a TTFT bound well above the queue's wait for this benchmark (the failover part uses refusals).
     os.environ["DINFER_NODE__TTFT_TIMEOUT_S"] = "300"
     base = free_port()
+    # No PoC cycle during the run: a new epoch re-weights the group, and the requests drawn below for a chosen
+    # first executor (from the genesis group's weights) would go elsewhere.
     settings = DevnetSettings(hosts=2, anvil_port=free_port(), base_port=base - base % 10, block_time_s=1.0,
-                              state_dir=tmp / "devnet", model=MODEL, model_path=model_path, mlnode_threads=THREADS)
+                              state_dir=tmp / "devnet", model=MODEL, model_path=model_path, mlnode_threads=THREADS,
+                              params={"epoch_length_blocks": NO_POC_EPOCH_BLOCKS})
     async with Devnet(settings) as net:
         assert net.info is not None
         host0, host1 = net.info.hosts
@@ -178,17 +194,54 @@ async def measure() -> dict[str, Any]:
             reqs = _signed(n, key, host0["address"], group, host1["address"], offset)
             offset += 10_000
             results[f"dinfer_c{c}"] = await _run(url, reqs, c)
-        # failover: host1 refuses (killed); requests drawn host1-first are answered by host0
+        # failover: host0's TA gets a short TTFT bound (no queue at concurrency 1), then host1 hangs, then refuses
+        await _restart_with_env(net, "host0", {"DINFER_NODE__TTFT_TIMEOUT_S": str(HUNG_TTFT_TIMEOUT_S)},
+                                f"{host0['url']}/health")
+        async with httpx.AsyncClient() as client:
+            now = (await client.get(f"{host0['url']}/v1/epochs/current")).json()
+        if now["epoch"] != 1:
+            raise RuntimeError(f"epoch {now['epoch']} formed during the run: the drawn orders no longer hold")
+        n = FAILOVER_REQUESTS
+        normal = _signed(n, key, host0["address"], group, host0["address"], offset)
+        hung = _signed(n, key, host0["address"], group, host1["address"], offset + 10_000)
+        refused = _signed(n, key, host0["address"], group, host1["address"], offset + 20_000)
+        await _warm_up(url, _signed(3, key, host0["address"], group, host0["address"], offset + 30_000))
+        results["failover_normal"] = await _run(url, normal, 1)
         host1_proc = net.supervisor.processes["host1"]
         host1_proc.restart = False
+        assert host1_proc.pid is not None
+        os.kill(host1_proc.pid, signal.SIGSTOP)  # accepts connections (kernel backlog), never answers
+        try:
+            results["failover_hung"] = await _run(url, hung, 1)
+        finally:
+            os.kill(host1_proc.pid, signal.SIGCONT)
         host1_proc.kill()
-        normal = _signed(9, key, host0["address"], group, host0["address"], offset)
-        refused = _signed(8, key, host0["address"], group, host1["address"], offset + 10_000)
-        await _run(url, normal[:1], 1)  # warm-up (signed requests are single-use)
-        normal = normal[1:]
-        results["failover_normal"] = await _run(url, normal, 1)
         results["failover_refused"] = await _run(url, refused, 1)
+        results["failover_ttft_timeout_s"] = HUNG_TTFT_TIMEOUT_S
     return results
+
+
+async def _warm_up(url: str, requests: list[tuple[bytes, dict[str, str]]]) -> None:
+    """Send requests until one succeeds: the restarted TA's first request may miss its short TTFT bound while its
+    connections and the engine's prompt cache warm up (signed requests are single-use, hence a list)."""
+    for body, headers in requests:
+        try:
+            await _run(url, [(body, headers)], 1)
+            return
+        except RuntimeError:
+            continue
+    raise RuntimeError(f"host0 answered none of {len(requests)} warm-up requests after its restart")
+
+
+async def _restart_with_env(net: Devnet, name: str, env: dict[str, str], health_url: str) -> None:
+    """Restart one supervised process with extra environment and wait until ``health_url`` answers 200."""
+    proc = net.supervisor.processes[name]
+    proc.restart = False
+    proc.terminate()
+    proc.env = {**proc.env, **env}
+    proc.spawn()
+    await _wait(health_url)
+    proc.restart = True
 
 
 def main() -> dict[str, Any]:
@@ -204,9 +257,16 @@ def main() -> dict[str, Any]:
              "unit": "ms", "goal": "≤ 2 ms (excl. engine)" if c == 1 else "",
              "note": f"p99 {n['ttft_p99_ms']:.0f} vs {d['ttft_p99_ms']:.0f} ms"},
         ]
-    extra = res["failover_refused"]["ttft_p50_ms"] - res["failover_normal"]["ttft_p50_ms"]
+    base = res["failover_normal"]["ttft_p50_ms"]
+    extra = res["failover_refused"]["ttft_p50_ms"] - base
     summary.append({"metric": "failover extra TTFT p50 (refused executor)", "value": round(extra, 1), "unit": "ms",
                     "goal": "≤ 50 ms"})
+    timeout_ms = res["failover_ttft_timeout_s"] * 1000
+    hung = res["failover_hung"]["ttft_p50_ms"] - base
+    summary.append({"metric": "failover extra TTFT p50 (hung executor)", "value": round(hung, 1), "unit": "ms",
+                    "goal": f"≤ TTFT timeout + 50 ms ({timeout_ms:.0f} + 50)",
+                    "note": f"{hung - timeout_ms:.1f} ms beyond the {timeout_ms:.0f} ms TTFT timeout; refused: "
+                            f"{extra:.1f} ms"})
     write_result("routing_overhead", summary, res)
     print(json.dumps(summary, indent=1))
     return res

@@ -31,6 +31,7 @@ def main() -> int:
             failures.append(name)
             print(f"   FAILED: {type(exc).__name__}: {exc}", flush=True)
         print(f"   {time.perf_counter() - start:.1f} s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)  # a scratch directory under DINFER_BENCH_SMALL
     (RESULTS / "summary.md").write_text(summary_markdown())
     print(summary_markdown())
     return 1 if failures else 0

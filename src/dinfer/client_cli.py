@@ -20,6 +20,7 @@ from dinfer.chain.backends import connect
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.deploy import bind
 from dinfer.chain.txqueue import TxSender
+from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
 from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError
@@ -56,7 +57,7 @@ def chat(
     key: str | None = typer.Option(None, "--key", envvar="DINFER_KEY", help="Client key that pays."),
     max_tokens: int = typer.Option(128, help="Upper bound of the answer's tokens."),
     stream: bool = typer.Option(True, help="Print tokens as they arrive."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, executor, cost)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Send one signed chat request; print the answer, the executor and the cost.
 
@@ -74,7 +75,7 @@ def chat(
               "executor": meta.get("x-dinfer-executor"), "attempts": int(meta.get("x-dinfer-attempts", "1")),
               "model": meta.get("x-dinfer-model"), "usage": usage, "cost_wei": tokens * price}
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        emit_json(result)
         return
     if not stream:
         console.print(answer)
@@ -129,10 +130,11 @@ def _escrow(rpc: str | None, key: str | None) -> tuple[str, Keypair, str]:
     return url, Keypair.from_private_key(signer), net.contracts.address("Inference")
 
 
-def _run_escrow(rpc: str | None, key: str | None, action: str, amount_wei: int = 0) -> Any:
+def _run_escrow(rpc: str | None, key: str | None, action: str, amount_wei: int = 0) -> dict[str, Any]:
+    """Run one escrow ``action`` as the client key; the account and its escrow balance afterwards."""
     url, signer, address = _escrow(rpc, key)
 
-    async def work() -> Any:
+    async def work() -> int:
         w3 = connect([url])
         sender = TxSender(w3, signer)
         try:
@@ -141,34 +143,50 @@ def _run_escrow(rpc: str | None, key: str | None, action: str, amount_wei: int =
                 await inference.deposit(amount_wei)
             elif action == "withdraw":
                 await inference.withdraw(amount_wei)
-            return await inference.balance_of(signer.address)
+            return int(await inference.balance_of(signer.address))
         finally:
             await sender.close()
             await w3.provider.disconnect()
 
-    return asyncio.run(work())
+    return {"address": signer.address, "balance_wei": asyncio.run(work())}
 
 
 @client_app.command("deposit")
 def deposit(amount: str = typer.Argument(..., help="ETH, e.g. 0.5"),
             rpc: str | None = typer.Option(None, envvar="DINFER_RPC"),
-            key: str | None = typer.Option(None, envvar="DINFER_KEY")) -> None:
+            key: str | None = typer.Option(None, envvar="DINFER_KEY"),
+            as_json: bool = json_option()) -> None:
     """Deposit escrow that pays for inferences. Example: `dinfer client deposit 0.5`"""
     started = time.monotonic()
-    balance = _run_escrow(rpc, key, "deposit", eth_to_wei(amount))
-    typer.echo(f"deposited; balance {balance} wei ({time.monotonic() - started:.1f} s)")
+    wei = eth_to_wei(amount)
+    result = {**_run_escrow(rpc, key, "deposit", wei), "deposited_wei": wei}
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"deposited; balance {result['balance_wei']} wei ({time.monotonic() - started:.1f} s)")
 
 
 @client_app.command("withdraw")
 def withdraw(amount: str = typer.Argument(..., help="ETH, e.g. 0.5"),
              rpc: str | None = typer.Option(None, envvar="DINFER_RPC"),
-             key: str | None = typer.Option(None, envvar="DINFER_KEY")) -> None:
+             key: str | None = typer.Option(None, envvar="DINFER_KEY"),
+             as_json: bool = json_option()) -> None:
     """Withdraw unreserved escrow. Example: `dinfer client withdraw 0.1`"""
-    typer.echo(f"withdrawn; balance {_run_escrow(rpc, key, 'withdraw', eth_to_wei(amount))} wei")
+    wei = eth_to_wei(amount)
+    result = {**_run_escrow(rpc, key, "withdraw", wei), "withdrawn_wei": wei}
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"withdrawn; balance {result['balance_wei']} wei")
 
 
 @client_app.command("balance")
 def balance(rpc: str | None = typer.Option(None, envvar="DINFER_RPC"),
-            key: str | None = typer.Option(None, envvar="DINFER_KEY")) -> None:
-    """Show the escrow balance. Example: `dinfer client balance`"""
-    typer.echo(f"{_run_escrow(rpc, key, 'balance')} wei")
+            key: str | None = typer.Option(None, envvar="DINFER_KEY"),
+            as_json: bool = json_option()) -> None:
+    """Show the escrow balance. Example: `dinfer client balance --json`"""
+    result = _run_escrow(rpc, key, "balance")
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"{result['balance_wei']} wei")

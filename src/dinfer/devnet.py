@@ -135,6 +135,18 @@ class Devnet:
     def info_path(self) -> Path:
         return self.state_dir / "devnet.json"
 
+    def planned_steps(self) -> int:
+        """How many progress events ``start()`` emits when nothing goes wrong (the progress bar's total).
+
+        Keep in step with the ``on_event`` calls in ``start``/``_start_host``/``_form_groups``: anvil, deploy,
+        discovery, per host (register, each ML node started, host node started, healthy, each model loaded twice:
+        before and after), one per group, ready.
+        """
+        layout = self.settings.host_models()
+        per_host = sum(3 + 3 * len(models) for models in layout)
+        groups = len({m for models in layout for m in models}) if layout else 0
+        return 2 + int(self.settings.discovery) + per_host + groups + 1
+
     def _check_ports(self) -> None:
         s = self.settings
         wanted = [("anvil", s.anvil_port)]
@@ -245,6 +257,7 @@ class Devnet:
             f"host{i}", _python_cli("node", "run", "--config", str(config)), self.state_dir / f"host{i}.log",
             env={"DINFER_NODE__PRIVATE_KEY": key.private_key}, ready=_http_ok(f"{host.url}/health"),
         ))
+        self.on_event(f"host{i}: healthy at {host.url}")
         async with httpx.AsyncClient(timeout=300) as http:
             for ml in host.mlnodes:
                 self.on_event(f"{ml['node_id']}: loading {ml['model']}")
@@ -256,6 +269,7 @@ class Devnet:
                 resp = await http.post(f"{host.admin_url}/admin/mlnodes", json=body)
                 if resp.status_code != 201:
                     raise ConfigError(f"host{i}: registering {ml['node_id']} failed: {resp.text}")
+                self.on_event(f"{ml['node_id']}: {ml['model']} loaded and declared on chain")
         return host
 
     async def _form_groups(self, w3: Any, sender: TxSender, deployment: Deployment, members: list[str]) -> None:

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dinfer.cli_output import json_option
 from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError, NodeError, NodeUnavailable
 
@@ -30,7 +31,7 @@ epoch_app = typer.Typer(help="Inspect the current epoch. Example: `dinfer epoch 
 
 NodeOpt = typer.Option(None, "--node", envvar="DINFER_NODE",
                        help="Host node URL, e.g. http://127.0.0.1:9000 (default: the devnet's first host).")
-JsonOpt = typer.Option(False, "--json", help="Print the node's JSON unchanged.")
+JsonOpt = json_option()
 
 
 def node_url(node: str | None) -> str:

@@ -17,6 +17,7 @@ import typer
 
 from dinfer.chain.backends import connect
 from dinfer.chain.txqueue import TxSender
+from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
 from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError
@@ -32,6 +33,9 @@ DEFAULT_GAS_WEI = 10**15
 NodeOpt = typer.Option(None, "--node", envvar="DINFER_NODE_URL", help="Host node URL (default: the devnet's host0).")
 KeyOpt = typer.Option(None, "--key", envvar="DINFER_KEY", help="Your chain key (owns and funds the API keys).")
 RpcOpt = typer.Option(None, "--rpc", envvar="DINFER_RPC", help="Chain RPC URL (default: the devnet's).")
+JsonOpt = json_option()
+"""``create``, ``list`` and ``usage`` always print JSON (the secret must be copyable); ``--json`` is accepted there
+too so every command takes the same flag."""
 
 
 def _devnet() -> DevnetInfo | None:
@@ -109,7 +113,7 @@ def create(
     max_total_wei: int | None = typer.Option(None, min=1, help="Cap over the key's lifetime."),
     rate_limit: int | None = typer.Option(None, min=1, help="Requests per minute."),
     gas_wei: int = typer.Option(DEFAULT_GAS_WEI, min=0, help="ETH for the key account's gas, in wei."),
-    node: str | None = NodeOpt, key: str | None = KeyOpt, rpc: str | None = RpcOpt,
+    node: str | None = NodeOpt, key: str | None = KeyOpt, rpc: str | None = RpcOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Create an API key and fund it; prints the key once. Example: `dinfer keys create --deposit 10000000000000000`"""
     url, signer = _node(node), _key(key)
@@ -119,8 +123,7 @@ def create(
     if deposit > 0:
         detail = fund_key(url, signer, _rpc(rpc), created["id"], created["account"], deposit, gas_wei)
         created["escrow_wei"] = detail["escrow_wei"]
-    typer.echo(json.dumps({k: created[k] for k in ("id", "key", "account", "limits", "escrow_wei") if k in created},
-                          indent=2))
+    emit_json({k: created[k] for k in ("id", "key", "account", "limits", "escrow_wei") if k in created})
     typer.echo(f"use it: OpenAI(base_url=\"{url}/v1\", api_key=<key above>) — it is not shown again", err=True)
 
 
@@ -129,31 +132,37 @@ def fund(
     key_id: str = typer.Argument(..., help="Key id (from `dinfer keys list`)."),
     deposit: int = typer.Option(..., "--deposit", min=1, help="Wei to add to the key's escrow."),
     gas_wei: int = typer.Option(DEFAULT_GAS_WEI, min=0, help="ETH for the key account's gas, in wei."),
-    node: str | None = NodeOpt, key: str | None = KeyOpt, rpc: str | None = RpcOpt,
+    node: str | None = NodeOpt, key: str | None = KeyOpt, rpc: str | None = RpcOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Top up a key's escrow. Example: `dinfer keys fund 0123abcd... --deposit 10000000000000000`"""
     url, signer = _node(node), _key(key)
     current = call(url, signer, "GET", f"/v1/keys/{key_id}")
     detail = fund_key(url, signer, _rpc(rpc), key_id, current["account"], deposit, gas_wei)
-    typer.echo(f"escrow of {key_id}: {detail['escrow_wei']} wei")
+    if as_json:
+        emit_json({"id": key_id, "deposited_wei": deposit, "escrow_wei": detail["escrow_wei"]})
+    else:
+        typer.echo(f"escrow of {key_id}: {detail['escrow_wei']} wei")
 
 
 @keys_app.command("list")
-def list_keys(node: str | None = NodeOpt, key: str | None = KeyOpt) -> None:
+def list_keys(node: str | None = NodeOpt, key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
     """Your keys on the node (never their secrets). Example: `dinfer keys list`"""
-    typer.echo(json.dumps(call(_node(node), _key(key), "GET", "/v1/keys")["data"], indent=2))
+    emit_json(call(_node(node), _key(key), "GET", "/v1/keys")["data"])
 
 
 @keys_app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="Key id."), node: str | None = NodeOpt,
-           key: str | None = KeyOpt) -> None:
+           key: str | None = KeyOpt, as_json: bool = JsonOpt) -> None:
     """Revoke a key at once. Example: `dinfer keys revoke 0123abcd...`"""
     revoked = call(_node(node), _key(key), "POST", f"/v1/keys/{key_id}/revoke")
-    typer.echo(f"revoked {revoked['id']} at {int(revoked['revoked_at'])}")
+    if as_json:
+        emit_json({"id": revoked["id"], "revoked_at": int(revoked["revoked_at"])})
+    else:
+        typer.echo(f"revoked {revoked['id']} at {int(revoked['revoked_at'])}")
 
 
 @keys_app.command("usage")
-def usage(days: int = typer.Option(30, min=1, max=366), node: str | None = NodeOpt, key: str | None = KeyOpt) -> None:
+def usage(days: int = typer.Option(30, min=1, max=366), node: str | None = NodeOpt, key: str | None = KeyOpt,
+          as_json: bool = JsonOpt) -> None:
     """Tokens, cost and requests per key and day. Example: `dinfer keys usage --days 7`"""
-    url = _node(node)
-    typer.echo(json.dumps(call(url, _key(key), "GET", f"/v1/usage?days={days}"), indent=2))
+    emit_json(call(_node(node), _key(key), "GET", f"/v1/usage?days={days}"))

@@ -23,6 +23,7 @@ from dinfer.chain.backends import connect
 from dinfer.chain.contracts.sessions import SessionsClient
 from dinfer.chain.deploy import Deployment, bind
 from dinfer.chain.txqueue import TxSender
+from dinfer.cli_output import json_option
 from dinfer.crypto import Keypair, checksum
 from dinfer.devnet import DevnetInfo
 from dinfer.errors import ConfigError
@@ -52,7 +53,7 @@ KeyOpt = typer.Option(None, "--key", envvar="DINFER_KEY", help="Client key that 
 DeploymentOpt = typer.Option(None, "--deployment", envvar="DINFER_DEPLOYMENT",
                              help="deployment.json or devnet.json (default: .devnet/devnet.json).")
 UrlOpt = typer.Option(None, "--url", help="Host URL, e.g. http://127.0.0.1:9000 (default: the URL on chain).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
+JsonOpt = json_option()
 
 
 @dataclass(frozen=True)

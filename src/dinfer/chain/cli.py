@@ -22,6 +22,7 @@ from dinfer.chain.contracts.epochs import EpochsClient
 from dinfer.chain.contracts.registry import HardwareNode, Model, RegistryClient
 from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
+from dinfer.cli_output import emit_json, json_option, tx_result
 from dinfer.config import ProtocolParams
 from dinfer.crypto import Keypair, checksum
 from dinfer.devnet import DevnetInfo
@@ -37,7 +38,7 @@ DEVNET_INFO = Path(".devnet") / "devnet.json"
 RpcOpt = typer.Option(None, "--rpc", envvar="DINFER_RPC", help="Chain JSON-RPC URL (default: the running devnet).")
 KeyOpt = typer.Option(None, "--key", envvar="DINFER_KEY", help="Hex private key that signs (never logged).")
 DeploymentOpt = typer.Option(None, "--deployment", help="deployment.json (default: the running devnet's).")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+JsonOpt = json_option()
 
 
 def _devnet() -> DevnetInfo | None:
@@ -104,6 +105,14 @@ def _tx_line(receipt: dict[str, Any]) -> str:
     return f"tx 0x{bytes(receipt['transactionHash']).hex()} in block {receipt['blockNumber']}"
 
 
+def _done(receipt: dict[str, Any], as_json: bool, line: str, **fields: Any) -> None:
+    """A sent transaction: ``line: tx … in block …`` for people, ``tx_result`` JSON with ``--json``."""
+    if as_json:
+        emit_json(tx_result(receipt, **fields))
+    else:
+        typer.echo(f"{line}: {_tx_line(receipt)}")
+
+
 # ------------------------------------------------------------------ deploy
 
 def deploy_app(
@@ -112,6 +121,7 @@ def deploy_app(
     genesis: Path | None = typer.Option(None, help="Genesis TOML (default: packaged devnet genesis)."),
     treasury: str | None = typer.Option(None, help="Treasury address (default: the deployer)."),
     out: Path = typer.Option(Path("deployment.json"), help="Where to write the addresses."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Deploy the dinfer contracts and register the genesis models.
 
@@ -129,7 +139,7 @@ def deploy_app(
 
     deployment = _run(work, rpc)
     deployment.save(out)
-    _echo({**deployment.contracts, "chain_id": deployment.chain_id, "file": str(out)}, False, "deployed")
+    _echo({**deployment.contracts, "chain_id": deployment.chain_id, "file": str(out)}, as_json, "deployed")
 
 
 # ------------------------------------------------------------------ governance
@@ -153,6 +163,7 @@ def gov_set_param(
     name: str = typer.Argument(..., help=f"One of: {', '.join(ProtocolParams.names())}"),
     value: int = typer.Argument(..., help="New value (integer; fractions in basis points)."),
     rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Propose a parameter change (applied at once when governance_delay_blocks is 0).
 
@@ -163,19 +174,19 @@ def gov_set_param(
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key, "owner_key")).propose_param(name, value)
 
-    typer.echo(f"proposed {name} = {value}: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"proposed {name} = {value}", param=name, value=value)
 
 
 @gov_app.command("apply-param")
 def gov_apply_param(name: str, rpc: str | None = RpcOpt, key: str | None = KeyOpt,
-                    deployment: Path | None = DeploymentOpt) -> None:
+                    deployment: Path | None = DeploymentOpt, as_json: bool = JsonOpt) -> None:
     """Apply a proposed parameter once its delay has passed. Example: `dinfer gov apply-param expiration_blocks`"""
     ProtocolParams.param_id(name)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key, "owner_key")).apply_param(name)
 
-    typer.echo(f"applied {name}: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"applied {name}", param=name)
 
 
 @gov_app.command("register-model")
@@ -183,6 +194,7 @@ def gov_register_model(
     model_file: Path = typer.Argument(..., help="TOML with the fields of one [[models]] genesis entry."),
     update: bool = typer.Option(False, help="Update an existing model instead of adding one."),
     rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Add (or --update) a governance model. Example: `dinfer gov register-model qwen.toml`"""
     from dinfer.config import read_toml
@@ -194,7 +206,8 @@ def gov_register_model(
         registry = _registry(w3, deployment, _key(key, "owner_key"))
         return await (registry.update_model(model) if update else registry.register_model(model))
 
-    typer.echo(f"{'updated' if update else 'registered'} {model.id}: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"{'updated' if update else 'registered'} {model.id}", model=model.id,
+          updated=update)
 
 
 @gov_app.command("models")
@@ -219,6 +232,7 @@ def gov_schedule_upgrade(
     version: str = typer.Option(..., "--version", help="Target ML-node version, e.g. v0.3.9."),
     height: int = typer.Option(..., "--height", help="Block at which every host switches."),
     rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Schedule an ML-node version switch at a block height.
 
@@ -228,18 +242,19 @@ def gov_schedule_upgrade(
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key, "owner_key")).schedule_mlnode_upgrade(version, height)
 
-    typer.echo(f"scheduled {version} at block {height}: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"scheduled {version} at block {height}", version=version,
+          upgrade_height=height)
 
 
 @gov_app.command("cancel-mlnode-upgrade")
 def gov_cancel_upgrade(rpc: str | None = RpcOpt, key: str | None = KeyOpt,
-                       deployment: Path | None = DeploymentOpt) -> None:
+                       deployment: Path | None = DeploymentOpt, as_json: bool = JsonOpt) -> None:
     """Cancel the pending ML-node upgrade. Example: `dinfer gov cancel-mlnode-upgrade`"""
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key, "owner_key")).cancel_mlnode_upgrade()
 
-    typer.echo(f"cancelled: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, "cancelled")
 
 
 # ------------------------------------------------------------------ hosts
@@ -254,6 +269,7 @@ def host_register(
     collateral: str = typer.Option(..., help="Collateral in ETH (native coin), e.g. 1.5"),
     metadata: str = typer.Option("{}", help='JSON metadata: hardware, region, keys, e.g. \'{"region":"eu"}\''),
     rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Register this key as a host with collateral.
 
@@ -268,41 +284,42 @@ def host_register(
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).register_host(url, metadata, wei)
 
-    typer.echo(f"registered: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, "registered", url=url, collateral_wei=wei)
 
 
 @host_app.command("stake")
 def host_stake(amount: str = typer.Argument(..., help="ETH to add, e.g. 0.5"), rpc: str | None = RpcOpt,
-               key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt) -> None:
+               key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt, as_json: bool = JsonOpt) -> None:
     """Add collateral. Example: `dinfer host stake 0.5`"""
     wei = eth_to_wei(amount)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).add_collateral(wei)
 
-    typer.echo(f"staked: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, "staked", amount_wei=wei)
 
 
 @host_app.command("unbond")
 def host_unbond(amount: str = typer.Argument(..., help="ETH to unbond, e.g. 0.5"), rpc: str | None = RpcOpt,
-                key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt) -> None:
+                key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt, as_json: bool = JsonOpt) -> None:
     """Start unbonding collateral (withdrawable after unbonding_blocks). Example: `dinfer host unbond 0.5`"""
     wei = eth_to_wei(amount)
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).request_unbond(wei)
 
-    typer.echo(f"unbonding: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, "unbonding", amount_wei=wei)
 
 
 @host_app.command("withdraw")
-def host_withdraw(rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt) -> None:
+def host_withdraw(rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+                  as_json: bool = JsonOpt) -> None:
     """Withdraw unbonded collateral. Example: `dinfer host withdraw`"""
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).withdraw_unbonded()
 
-    typer.echo(f"withdrawn: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, "withdrawn")
 
 
 @host_app.command("rewards")
@@ -332,6 +349,7 @@ def host_add_node(
     hardware: str = typer.Option("", help="Free text, e.g. 'cpu:2' or '1xH100'."),
     throughput: int = typer.Option(0, help="Measured tokens/s."),
     rpc: str | None = RpcOpt, key: str | None = KeyOpt, deployment: Path | None = DeploymentOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Declare (or update) an ML node. Example: `dinfer host add-node --node-id n1 --model dinfer/tiny-random-llama`"""
 
@@ -342,18 +360,18 @@ def host_add_node(
                 raise ConfigError(f"{m!r} is not a governance model (see `dinfer gov models`)")
         return await registry.submit_hardware_diff([HardwareNode(node_id, tuple(model), hardware, throughput)], [])
 
-    typer.echo(f"node {node_id} declared: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"node {node_id} declared", node_id=node_id, models=list(model))
 
 
 @host_app.command("remove-node")
 def host_remove_node(node_id: str, rpc: str | None = RpcOpt, key: str | None = KeyOpt,
-                     deployment: Path | None = DeploymentOpt) -> None:
+                     deployment: Path | None = DeploymentOpt, as_json: bool = JsonOpt) -> None:
     """Remove an ML node. Example: `dinfer host remove-node n1`"""
 
     async def work(w3: Any) -> dict[str, Any]:
         return await _registry(w3, deployment, _key(key)).submit_hardware_diff([], [node_id])
 
-    typer.echo(f"node {node_id} removed: {_tx_line(_run(work, rpc))}")
+    _done(_run(work, rpc), as_json, f"node {node_id} removed", node_id=node_id)
 
 
 @host_app.command("status")

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from dinfer.config import load_settings
+from dinfer.mlnode_cli import list_nodes as list_host_nodes
+from dinfer.mlnode_cli import register as register_with_host
 
 app = typer.Typer(name="mlnode", help="ML node: engines, Gonka-compatible API, Proof-of-Compute.", no_args_is_help=True)
 
@@ -66,3 +68,8 @@ def _load_at_start(fastapi_app: Any, model: str, model_path: str | None) -> None
             yield
 
     fastapi_app.router.lifespan_context = lifespan
+
+
+# Operator commands that talk to a running host's admin API (implemented next to the other client-side CLIs).
+app.command("register")(register_with_host)
+app.command("list")(list_host_nodes)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from dinfer.admin_cli import node_status
 from dinfer.config import load_settings
 
 app = typer.Typer(help="Run a host node (OpenAI API, TA, executor). Example: `dinfer node run --config node.toml`.",
@@ -28,3 +29,7 @@ def run(
     overrides = {k: v for k, v in {"public_port": public_port, "admin_port": admin_port}.items() if v is not None}
     settings = load_settings(config, node=overrides) if overrides else load_settings(config)
     asyncio.run(serve(settings))
+
+
+# The running host's own view through its admin API (implemented with the other admin-API client commands).
+app.command("status")(node_status)
