@@ -38,7 +38,7 @@ from dinfer.announce import (
 )
 from dinfer.crypto import checksum
 from dinfer.errors import CryptoError
-from dinfer.http_errors import HTTPError, JSONBytesResponse, install_error_handlers
+from dinfer.http_errors import BodyLimit, HTTPError, JSONBytesResponse, install_error_handlers, read_limited_body
 from dinfer.ratelimit import RateLimiter
 from dinfer.sdk.discovery.filters import HostFilter
 from dinfer.sdk.discovery.http import HostEntry
@@ -234,12 +234,11 @@ def create_discovery_app(config: DiscoveryServiceConfig | None = None,
     app.state.book = book
     app.state.reports = reports
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=max(MAX_ANNOUNCEMENT_BYTES, MAX_REPORT_BYTES))
 
     @app.post("/v1/announce")
     async def announce(request: Request) -> JSONBytesResponse:
-        body = await request.body()
-        if len(body) > MAX_ANNOUNCEMENT_BYTES:
-            raise HTTPError(413, f"announcement larger than {MAX_ANNOUNCEMENT_BYTES} bytes", "invalid_request_error")
+        body = await read_limited_body(request, MAX_ANNOUNCEMENT_BYTES, "announcement")
         try:
             ann = verify_announcement(body, max_age_s=config.max_age_s)
         except AnnouncementSignatureError as exc:
@@ -284,9 +283,7 @@ def create_discovery_app(config: DiscoveryServiceConfig | None = None,
 
     @app.post("/v1/reports")
     async def report(request: Request) -> JSONBytesResponse:
-        body = await request.body()
-        if len(body) > MAX_REPORT_BYTES:
-            raise HTTPError(413, f"report larger than {MAX_REPORT_BYTES} bytes", "invalid_request_error")
+        body = await read_limited_body(request, MAX_REPORT_BYTES, "report")
         try:
             rep = verify_report(body)
         except ReportSignatureError as exc:

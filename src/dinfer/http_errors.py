@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dinfer.auth import AuthError
 from dinfer.errors import (
@@ -121,3 +122,52 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONBytesResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error; see the node's log", "internal_error")
+
+
+async def read_limited_body(request: Request, limit: int, what: str = "request body") -> bytes:
+    """The body of ``request``, refusing more than ``limit`` bytes (413) without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
+        raise HTTPError(413, f"{what} of {declared} bytes is over the limit of {limit} bytes", "invalid_request_error")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"{what} is over the limit of {limit} bytes", "invalid_request_error")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BodyLimit:
+    """ASGI middleware: no body over ``limit`` bytes reaches the app, so a huge upload costs no memory — a declared
+    ``Content-Length`` over it is answered 413 before anything is read; a chunked body that grows past it stops the
+    request where the app reads it (FastAPI's body parsing then answers 400)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = error_response(413, f"request body of {int(declared)} bytes is over the limit of "
+                                      f"{self.limit} bytes", "invalid_request_error")
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPError(413, f"request body is over the limit of {self.limit} bytes",
+                                    "invalid_request_error")
+            return message
+
+        await self.app(scope, limited, send)

@@ -29,7 +29,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from dinfer.http_errors import HTTPError, JSONBytesResponse, install_error_handlers
+from dinfer.http_errors import HTTPError, JSONBytesResponse, install_error_handlers, read_limited_body
 from dinfer.sdk.conversations._disk import DiskStore, etag
 from dinfer.sdk.conversations.errors import HeadConflict, InvalidConversationInput, StoreAuthRejected
 from dinfer.sdk.conversations.records import check_blob_id, check_conversation_id
@@ -66,20 +66,6 @@ class _Namespaces:
         if key not in self._stores:
             self._stores[key] = DiskStore(self.root / key)
         return self._stores[key]
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > limit:
-        raise HTTPError(413, f"body of {declared} bytes is over the limit of {limit}", "payload_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"body is over the limit of {limit} bytes", "payload_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _authorise(request: Request, owner: str, body: bytes, config: StoreServiceConfig, cond: str = "") -> None:
@@ -134,7 +120,7 @@ def create_store_app(config: StoreServiceConfig) -> FastAPI:
         if_match, if_none = request.headers.get("if-match"), request.headers.get("if-none-match")
         if not if_match and if_none != "*":
             raise HTTPError(428, 'head writes need If-Match: "<etag>" or If-None-Match: *', "precondition_required")
-        body = await _body(request, config.max_head_bytes)
+        body = await read_limited_body(request, config.max_head_bytes)
         _authorise(request, owner, body, config, precondition(if_match, if_none))
         expected = if_match.strip('"') if if_match else None
         try:
@@ -146,7 +132,7 @@ def create_store_app(config: StoreServiceConfig) -> FastAPI:
     @app.delete("/v1/store/{owner}/heads/{conversation}", status_code=204)
     async def delete_head(owner: str, conversation: str, request: Request) -> Response:
         store, conv = spaces.get(owner), _conv(conversation)
-        _authorise(request, owner, await _body(request, 0), config)
+        _authorise(request, owner, await read_limited_body(request, 0), config)
         found = await asyncio.to_thread(store.delete_head, conv)
         return Response(status_code=204 if found else 404)
 
@@ -173,7 +159,7 @@ def create_store_app(config: StoreServiceConfig) -> FastAPI:
     @app.put("/v1/store/{owner}/blobs/{blob}", status_code=204)
     async def put_blob(owner: str, blob: str, request: Request) -> Response:
         store, bid = spaces.get(owner), _blob(blob)
-        body = await _body(request, config.max_blob_bytes)
+        body = await read_limited_body(request, config.max_blob_bytes)
         _authorise(request, owner, body, config)
         try:
             await asyncio.to_thread(store.put_blob, bid, body)
@@ -184,7 +170,7 @@ def create_store_app(config: StoreServiceConfig) -> FastAPI:
     @app.delete("/v1/store/{owner}/blobs/{blob}", status_code=204)
     async def delete_blob(owner: str, blob: str, request: Request) -> Response:
         store, bid = spaces.get(owner), _blob(blob)
-        _authorise(request, owner, await _body(request, 0), config)
+        _authorise(request, owner, await read_limited_body(request, 0), config)
         found = await asyncio.to_thread(store.delete_blob, bid)
         return Response(status_code=204 if found else 404)
 

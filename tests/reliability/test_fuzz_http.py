@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fuzz_support import FUZZ_MAX_BODY, FuzzHost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_kit import (
@@ -22,7 +23,6 @@ from test_fuzz_kit import (
     signed_headers,
 )
 
-from conftest import FUZZ_MAX_BODY, FuzzHost
 from dinfer.crypto import Keypair
 from support import FULL_PROFILE, examples
 
@@ -134,6 +134,18 @@ def test_usage_days_that_int_refuses_or_out_of_range(fuzz_host: FuzzHost, http: 
     if days == "٣":
         assert resp.status_code == 200, resp.text
         return
+    assert resp.status_code == 400, resp.text
+    assert_error_shape(resp)
+
+
+@pytest.mark.parametrize("job_id", ["-1", str(2**256)], ids=["negative", "over-uint256"])
+@pytest.mark.parametrize("route", ["POST token", "POST chat", "GET status"])
+def test_session_routes_refuse_job_ids_out_of_uint256(fuzz_host: FuzzHost, http: httpx.Client, job_id: str,
+                                                     route: str) -> None:
+    """Regression (found by the fuzzer): ``/v1/sessions/-1/token`` reached the uint256 chain call (502)."""
+    method, name = route.split()
+    path = f"/v1/sessions/{job_id}" + ("" if name == "status" else f"/{name}")
+    resp = http.request(method, fuzz_host.public + path, json={"timestamp": 1, "signature": "0x00"})
     assert resp.status_code == 400, resp.text
     assert_error_shape(resp)
 

@@ -25,7 +25,7 @@ from starlette.routing import Mount
 
 from dinfer import crypto
 from dinfer.auth import sign_headers, sign_payload_fetch
-from dinfer.config import MLNodeSettings
+from dinfer.config import MLNodeSettings, Settings
 from dinfer.crypto import Keypair
 from dinfer.discovery_service import create_discovery_app
 from dinfer.mlnode.app import create_app as create_mlnode_app
@@ -172,7 +172,7 @@ def route_table(app: FastAPI) -> set[tuple[str, str]]:
 
 def built_apps() -> dict[str, FastAPI]:
     """Every dinfer HTTP app, built over a placeholder runtime only to read the route tables."""
-    rt: Any = SimpleNamespace()
+    rt: Any = SimpleNamespace(settings=Settings())
     return {"public": create_public_app(rt), "admin": create_admin_app(rt), "callback": create_callback_app(rt),
             "mlnode": create_mlnode_app(MLNodeSettings()), "discovery": create_discovery_app()}
 

@@ -13,13 +13,13 @@ import json
 from typing import Any
 
 import httpx
+from fuzz_support import FUZZ_MAX_FRAME, TINY, FuzzHost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_kit import NASTY_TEXT, assert_alive, dumps, mutated
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import FUZZ_MAX_FRAME, TINY, FuzzHost
 from support import FULL_PROFILE, examples
 
 FUZZ = settings(max_examples=examples(25, 600), deadline=None, derandomize=not FULL_PROFILE,

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dinfer import __version__
 from dinfer.config import MLNodeSettings
-from dinfer.http_errors import install_error_handlers
+from dinfer.http_errors import BodyLimit, install_error_handlers
 from dinfer.mlnode.api import control, health, openai, score
 from dinfer.mlnode.api.state import AppState
 from dinfer.mlnode.manager import EngineFactory, MLNodeManager
@@ -21,6 +21,9 @@ from dinfer.mlnode.metrics import MLNodeMetrics
 from dinfer.mlnode.scoring import ScorerCache
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 << 20
+"""Largest request body an ML node reads (the host node's own ``max_body_bytes`` is at most 64 MB)."""
 
 
 class VersionPrefix:
@@ -75,5 +78,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(score.router)
     app.state.scorers = ScorerCache(n_threads=settings.engine_threads)  # validators' teacher forcing (#8)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(VersionPrefix, version=settings.version)
     return app

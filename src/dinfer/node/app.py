@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from dinfer import __version__
 from dinfer.config import Settings
-from dinfer.http_errors import install_error_handlers
+from dinfer.http_errors import BodyLimit, install_error_handlers
 from dinfer.node import admin_api, callback_api, epoch_api, executor_api, public_api, sessions_api, ws_sessions
 from dinfer.node.dashboard import close_dashboard_streams, install_dashboard
 from dinfer.node.keys_api import admin_router as keys_admin_router
@@ -40,6 +40,7 @@ def create_callback_app(rt: NodeRuntime) -> FastAPI:
     app = FastAPI(title="dinfer host node — ML-node callbacks", version=__version__, docs_url=None, redoc_url=None)
     app.state.runtime = rt
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=rt.settings.node.max_body_bytes)
     app.include_router(callback_api.router)
     return app
 
@@ -48,6 +49,7 @@ def create_admin_app(rt: NodeRuntime) -> FastAPI:
     app = FastAPI(title="dinfer host node — admin", version=__version__, docs_url="/docs", redoc_url=None)
     app.state.runtime = rt
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=rt.settings.node.max_body_bytes)
     app.include_router(admin_api.router)
     app.include_router(keys_admin_router)  # API keys, every key (the operator)
     return app

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from dinfer.config import format_validation_error
@@ -81,6 +81,10 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
                         code=Code.BAD_MESSAGE.value) from None
 
 
+JobId = Annotated[int, Path(ge=0, le=2**256 - 1, description="The Sessions contract's job id (uint256).")]
+"""A job id path parameter: out of uint256 range is a 400 here, not a failed chain call (found by the fuzzer)."""
+
+
 def _bearer(request: Request, service: SessionService, job_id: int) -> str:
     """The client address of a valid ``Authorization: Bearer <jwt>`` for ``job_id``."""
     header = request.headers.get("authorization", "")
@@ -94,7 +98,7 @@ def _bearer(request: Request, service: SessionService, job_id: int) -> str:
 
 
 @router.post("/v1/sessions/{job_id}/token")
-async def session_token(job_id: int, request: Request) -> dict[str, Any]:
+async def session_token(job_id: JobId, request: Request) -> dict[str, Any]:
     """A JWT for a session's client: ``{timestamp, signature}`` signs ``session_auth_digest`` (EIP-191)."""
     service = _service(request)
     body: TokenBody = await _body(request, TokenBody)
@@ -105,7 +109,7 @@ async def session_token(job_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.post("/v1/sessions/{job_id}/chat")
-async def session_chat(job_id: int, request: Request) -> dict[str, Any]:
+async def session_chat(job_id: JobId, request: Request) -> dict[str, Any]:
     """Non-streaming chat on the session: ``content`` is appended to the context, ``messages`` replaces it."""
     service = _service(request)
     client = _bearer(request, service, job_id)
@@ -129,7 +133,7 @@ async def session_chat(job_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/sessions/{job_id}")
-async def session_status(job_id: int, request: Request) -> dict[str, Any]:
+async def session_status(job_id: JobId, request: Request) -> dict[str, Any]:
     service = _service(request)
     _bearer(request, service, job_id)
     try:
