@@ -126,6 +126,7 @@ async def stats(request: Request) -> dict[str, Any]:
         "chain_writer": {**rt.writer.stats, "queue_depth": rt.writer.depth},
         "chain_first_executions": rt.listener.chain_first,
         "mlnodes": [n.as_dict() for n in rt.broker.nodes()],
+        "mlnode_recoveries": rt.recovery.recovered if rt.recovery else 0,
         "mlnode_version": rt.versions.status() if rt.versions else None,
         "earnings_wei": await rt.inference.earnings(rt.address),
     }

@@ -7,6 +7,8 @@
   chain anyway), expired ones are reported, unknown ones wait until ``gate_timeout``.
 * Outcomes (applied / rejected with the contract's reason / duplicate) are reported through ``on_outcome`` so the
   node's SQLite record of each inference shows its tx hashes and status.
+* With an ``outbox`` (``node/chain_outbox.py``) every queued record is also in SQLite until its outcome is known, and
+  ``replay`` queues the leftovers again after a crash (a kill -9 between answering and the batch lost them before).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dinfer.chain.contracts.inference import (
 )
 from dinfer.chain.txqueue import BatchQueue
 from dinfer.errors import ChainError
+from dinfer.node.chain_outbox import ChainOutbox
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +61,26 @@ class ChainWriter:
         self._gate: dict[bytes, _Waiting] = {}
         self._gate_interval = gate_interval
         self._gate_timeout = gate_timeout
+        self.outbox: ChainOutbox | None = None
+        """When set, every queued record stays in SQLite until its outcome is known (``replay`` after a restart)."""
+        self._saving: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._replaying: asyncio.Task[None] | None = None
         self._gate_task: asyncio.Task[None] | None = None
         self.stats = {"start": 0, "finish": 0, "reassign": 0, "rejected": 0, "duplicate": 0, "tx_failures": 0}
 
     # ------------------------------------------------------------ public
 
     def queue_start(self, record: StartRecord) -> asyncio.Future[Any]:
+        self._save("start", record)
         return self.starts.put(record)
 
     def queue_reassign(self, record: ReassignRecord) -> asyncio.Future[Any]:
+        self._save("reassign", record)
         return self.reassigns.put(record)
 
     def queue_finish(self, record: FinishRecord) -> None:
         """Finish once the chain shows the inference assigned to this host."""
+        self._save("finish", record)
         self._gate.setdefault(record.inference_id, _Waiting(record, time.monotonic()))
         if self._gate_task is None or self._gate_task.done():
             self._gate_task = asyncio.get_running_loop().create_task(self._gate_loop(), name="finish-gate")
@@ -79,6 +89,65 @@ class ChainWriter:
     def depth(self) -> int:
         """Records waiting anywhere (metrics: tx queue depth)."""
         return len(self.starts) + len(self.reassigns) + len(self.finishes) + len(self._gate)
+
+    # ------------------------------------------------------------ outbox (crash safety)
+
+    def _save(self, kind: str, record: StartRecord | ReassignRecord | FinishRecord) -> None:
+        if self.outbox is None:
+            return
+        key = (kind, "0x" + record.inference_id.hex())
+        self._saving[key] = asyncio.get_running_loop().create_task(self.outbox.put(kind, record))
+
+    async def _settled(self, kind: str, iid: str, *, keep: bool) -> None:
+        """The record's outcome is known: out of the outbox (``keep``: a failed transaction, owed until a replay)."""
+        saving = self._saving.pop((kind, iid), None)
+        if self.outbox is None or keep:
+            return
+        try:
+            if saving is not None:
+                await saving  # its row is written before it is deleted
+            await self.outbox.done(kind, iid)
+        except Exception:  # bookkeeping must never break the chain path
+            log.exception("outbox: could not clear %s %s", kind, iid)
+
+    async def replay(self) -> int:
+        """After a restart: queue again every record the outbox holds; starts and reassigns the chain already has
+        are forgotten (finishes go through the gate, which drops finished ones). Returns how many were queued."""
+        if self.outbox is None:
+            return 0
+        starts: list[asyncio.Future[Any]] = []
+        reassigns: list[ReassignRecord] = []
+        queued = 0
+        for kind, record in await self.outbox.pending():
+            iid = "0x" + record.inference_id.hex()
+            if isinstance(record, FinishRecord):
+                self.queue_finish(record)
+                queued += 1
+                continue
+            info = await self.inference.get_inference(record.inference_id)
+            if isinstance(record, StartRecord) and info.status == InferenceStatus.NONE:
+                starts.append(self.queue_start(record))
+                queued += 1
+            elif isinstance(record, ReassignRecord) and info.status in (InferenceStatus.NONE, InferenceStatus.STARTED) \
+                    and not info.reassigned:
+                reassigns.append(record)
+                queued += 1
+            else:
+                await self.outbox.done(kind, iid)
+        for fut in starts:  # outcomes arrive through _report; nobody else awaits these futures
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        async def after_starts() -> None:  # a reassign must not overtake the start it amends
+            await asyncio.gather(*starts, return_exceptions=True)
+            for record in reassigns:
+                fut = self.queue_reassign(record)
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        if reassigns:
+            self._replaying = asyncio.get_running_loop().create_task(after_starts(), name="outbox-reassigns")
+        if queued:
+            log.warning("outbox: %d chain record(s) left over from before the restart queued again", queued)
+        return queued
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Flush everything queued (shutdown); waits for gated finishes up to ``timeout``."""
@@ -169,6 +238,7 @@ class ChainWriter:
                                  [r.inference_id for r in records])
 
     async def _report(self, kind: str, iid: bytes, outcome: str, detail: str) -> None:
+        await self._settled(kind, "0x" + iid.hex(), keep=outcome == "failed")
         if self._on_outcome is not None:
             try:
                 await self._on_outcome(kind, "0x" + iid.hex(), outcome, detail)

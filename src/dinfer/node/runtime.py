@@ -27,17 +27,20 @@ from dinfer.chain.events import ChainEvent, EventPoller
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import Settings
 from dinfer.crypto import Keypair
-from dinfer.errors import ConfigError
-from dinfer.http_errors import HTTPError
+from dinfer.epochs_clock import Stage
+from dinfer.errors import ChainError, ConfigError
+from dinfer.http_errors import read_limited_body
 from dinfer.node.admin_api import restore_nodes
 from dinfer.node.announcer import Announcer
 from dinfer.node.broker import Broker
+from dinfer.node.chain_outbox import ChainOutbox
 from dinfer.node.chain_view import ChainView
 from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Executor
 from dinfer.node.gateway import Gateway, start_gateway
 from dinfer.node.listener import Listener
 from dinfer.node.metrics import NodeMetrics
+from dinfer.node.mlnode_recovery import MLNodeRecovery
 from dinfer.node.poc_batches import PoCBatchStore
 from dinfer.node.poc_orchestrator import PoCOrchestrator
 from dinfer.node.remote import ExecutorPeer
@@ -85,6 +88,8 @@ class NodeRuntime:
     """API-key gateway (``node/gateway.py``); None unless ``node.key_encryption_key`` is set."""
     announcer: Announcer | None = None
     """Discovery announcements (mDNS / DHT / HTTP directories, ``node/announcer.py``); None when none is set up."""
+    recovery: MLNodeRecovery | None = None
+    """Reloads ML nodes whose engine crashed or whose process restarted blank (``node/mlnode_recovery.py``)."""
     code_hashes: dict[str, str] = field(default_factory=dict)
     """keccak of each contract's runtime code, verified against the chain at start (``verify_deployment``)."""
     _validation: ValidationClient | None = None
@@ -165,6 +170,11 @@ class NodeRuntime:
                      rpc_stats=lambda: (pool.stats().healthy, pool.stats().failures),  # type: ignore[attr-defined]
                      mlnode_states=lambda: [n.state for n in broker.nodes()])
         restored = await restore_nodes(rt)
+        writer.outbox = await ChainOutbox.open(store)  # chain records owed from before a crash go out again
+        try:
+            await writer.replay()
+        except ChainError as exc:  # they stay in the outbox for the next start
+            log.warning("outbox replay failed: %s", exc)
         rt.sessions = await start_sessions(rt)
         # ML-node versions (design §5): pick the version before the first poll, then follow the chain.
         async def height() -> int:
@@ -177,6 +187,7 @@ class NodeRuntime:
             asyncio.create_task(broker.run(rt._stop), name="broker-poll"),
             asyncio.create_task(poller.run(rt._stop), name="listener"),
             asyncio.create_task(rt.versions.run(rt._stop), name="mlnode-versions"),
+            asyncio.create_task(rt._start_recovery().run(rt._stop), name="mlnode-recovery"),
             asyncio.create_task(rt._prune_payloads(), name="payload-retention"),
         ]
         if rt.validator is not None:
@@ -195,6 +206,17 @@ class NodeRuntime:
         log.info("host node %s started (dinfer %s, chain %d, Registry %s, %d ML node(s) restored)", keypair.address,
                  __version__, chain_id, deployment.address("Registry"), restored)
         return rt
+
+    def _start_recovery(self) -> MLNodeRecovery:
+        """ML-node crash recovery; it stays out of the way while the PoC orchestrator drives the nodes (any stage but
+        INFERENCE)."""
+
+        def may_load() -> bool:
+            return self.poc is None or self.poc.stage in (None, Stage.INFERENCE)
+
+        self.recovery = MLNodeRecovery(self.broker, self.store, registration_loader(self.store, self.registry),
+                                       may_load=may_load)
+        return self.recovery
 
     async def validation(self) -> ValidationClient:
         """The Validation contract the Inference contract trusts (looked up once)."""
@@ -268,20 +290,7 @@ class NodeRuntime:
 
     async def read_body(self, request: Request) -> bytes:
         """The request body, refusing more than ``max_body_bytes`` (413) without reading it all."""
-        limit = self.settings.node.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, f"request body of {declared} bytes is over this node's limit of {limit} bytes",
-                            "invalid_request_error")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"request body is over this node's limit of {limit} bytes",
-                                "invalid_request_error")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_limited_body(request, self.settings.node.max_body_bytes)
 
     def identity(self) -> dict[str, Any]:
         return {

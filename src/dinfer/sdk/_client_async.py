@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -153,7 +153,7 @@ def _host_error(exc: Exception, host: HostRef) -> DinferError:
         retry = exc.response.headers.get("retry-after")
         return HostRefused(f"host {host.url} refused the request (HTTP {exc.status_code}, {code}): {message}",
                            status=exc.status_code, code=code,
-                           retry_after_s=float(retry) if retry and retry.replace(".", "", 1).isdigit() else None)
+                           retry_after_s=float(retry) if retry and retry.replace(".", "", 1).isdecimal() else None)
     return HostRefused(f"host {host.url}: {exc}", status=0)
 
 
@@ -344,15 +344,34 @@ class AsyncDinferClient:
         return self._openai[ref.url]
 
     async def chat(self, model: str, messages: list[dict[str, Any]], *, host: str, max_tokens: int | None = None,
-                   stream: bool = False, **params: Any) -> Any:
+                   stream: bool = False, fallback_hosts: Sequence[str] = (), **params: Any) -> Any:
         """One signed inference on ``host``: an OpenAI ``ChatCompletion``, or (``stream=True``) an async iterator
         of ``ChatCompletionChunk``s whose last chunk carries ``usage``. ``params`` go to the OpenAI call.
+
+        ``fallback_hosts`` (URLs or addresses) are tried in turn when a host cannot be reached or answers 5xx
+        before the answer starts (``HostUnreachable``, ``HostRefused`` with status ≥ 500), e.g. its TA died. Each
+        try is signed anew for that host's TA, so it is a new inference: the failed one is refunded once it expires
+        (or charged, if its executor finished it after the TA died). The last host's error is raised.
 
         Example:
             >>> reply = await client.chat(MODEL, [{"role": "user", "content": "Hi"}], host=url)   # doctest: +SKIP
             >>> async for chunk in await client.chat(MODEL, msgs, host=url, stream=True):
             ...     print(chunk.choices[0].delta.content if chunk.choices else chunk.usage)
+            >>> await client.chat(MODEL, msgs, host=url, fallback_hosts=[url2, url3])      # doctest: +SKIP
         """
+        hosts = [host, *fallback_hosts]
+        for n, target in enumerate(hosts):
+            try:
+                return await self._chat_once(model, messages, host=target, max_tokens=max_tokens, stream=stream,
+                                             **params)
+            except (HostUnreachable, HostRefused) as exc:
+                if n == len(hosts) - 1 or (isinstance(exc, HostRefused) and exc.status < 500):
+                    raise
+                log.info("host %s failed (%s); trying %s", target, exc, hosts[n + 1])
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _chat_once(self, model: str, messages: list[dict[str, Any]], *, host: str, max_tokens: int | None,
+                         stream: bool, **params: Any) -> Any:
         import openai
 
         ref = await self.resolve_host(host)
