@@ -16,7 +16,7 @@ vectors in ``tests/vectors/selection.json`` pin it.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 
 from eth_utils import keccak
@@ -27,9 +27,12 @@ __all__ = [
     "draw_target",
     "eligible_flags",
     "executor_order",
+    "iter_order",
     "next_active_after",
+    "next_active_from_prefix",
     "order_from_prefix",
     "pick_executor",
+    "pick_from_prefix",
     "prefix_sums",
 ]
 
@@ -81,21 +84,39 @@ def draw_index(inference_id: bytes, k: int, cumulative: Sequence[int]) -> int:
     return bisect_right(cumulative, draw_target(inference_id, k, cumulative[-1]))
 
 
-def order_from_prefix(inference_id: bytes, cumulative: Sequence[int], max_draws: int) -> list[int]:
-    """``executor_order`` over precomputed prefix sums (what Epochs stores); callers with a fixed group reuse them."""
+def iter_order(inference_id: bytes, cumulative: Sequence[int], max_draws: int) -> Iterator[int]:
+    """The order lazily: a caller that stops at the first ACTIVE member pays only for the draws it used."""
     _check_id(inference_id)
     if max_draws < 0:
         raise ValueError("max_draws must be non-negative")
     if not cumulative or cumulative[-1] == 0:
-        return []
+        return
     seen: set[int] = set()
-    order: list[int] = []
     for k in range(max_draws):
         i = draw_index(inference_id, k, cumulative)
         if i not in seen:
             seen.add(i)
-            order.append(i)
-    return order
+            yield i
+
+
+def order_from_prefix(inference_id: bytes, cumulative: Sequence[int], max_draws: int) -> list[int]:
+    """``executor_order`` over precomputed prefix sums (what Epochs stores); callers with a fixed group reuse them."""
+    return list(iter_order(inference_id, cumulative, max_draws))
+
+
+def pick_from_prefix(
+    inference_id: bytes, cumulative: Sequence[int], active: Sequence[bool], max_draws: int
+) -> tuple[int | None, list[int]]:
+    """``pick_executor`` over precomputed prefix sums, drawing only until the first ACTIVE member (the TA's hot path:
+    the group's prefix sums are built once per epoch, see ``Group.cumulative``)."""
+    if len(active) != len(cumulative):
+        raise ValueError(f"{len(cumulative)} members but {len(active)} active flags")
+    skipped: list[int] = []
+    for i in iter_order(inference_id, cumulative, max_draws):
+        if active[i]:
+            return i, skipped
+        skipped.append(i)
+    return None, skipped
 
 
 def executor_order(inference_id: bytes, weights: Sequence[int], max_draws: int) -> list[int]:
@@ -117,12 +138,7 @@ def pick_executor(
     """
     if len(active) != len(weights):
         raise ValueError(f"{len(weights)} weights but {len(active)} active flags")
-    skipped: list[int] = []
-    for i in executor_order(inference_id, weights, max_draws):
-        if active[i]:
-            return i, skipped
-        skipped.append(i)
-    return None, skipped
+    return pick_from_prefix(inference_id, prefix_sums(weights), active, max_draws)
 
 
 def next_active_after(
@@ -134,10 +150,16 @@ def next_active_after(
     """
     if len(active) != len(weights):
         raise ValueError(f"{len(weights)} weights but {len(active)} active flags")
-    order = executor_order(inference_id, weights, max_draws)
-    if failed not in order:
-        return None
-    for i in order[order.index(failed) + 1 :]:
-        if active[i]:
+    return next_active_from_prefix(inference_id, prefix_sums(weights), active, failed, max_draws)
+
+
+def next_active_from_prefix(
+    inference_id: bytes, cumulative: Sequence[int], active: Sequence[bool], failed: int, max_draws: int
+) -> int | None:
+    """``next_active_after`` over precomputed prefix sums."""
+    passed = False
+    for i in iter_order(inference_id, cumulative, max_draws):
+        if passed and active[i]:
             return i
+        passed = passed or i == failed
     return None

@@ -19,10 +19,13 @@ from dinfer.selection import (
     eligible_flags,
     executor_order,
     next_active_after,
+    next_active_from_prefix,
     order_from_prefix,
     pick_executor,
+    pick_from_prefix,
     prefix_sums,
 )
+from support import examples
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "selection.json"
 ids = st.binary(min_size=32, max_size=32)
@@ -160,3 +163,19 @@ def test_eligible_flags_are_active_outside_poc_and_active_with_a_slot_inside() -
     assert eligible_flags(active, slots, in_poc=True) == [False, False, True, False]
     with pytest.raises(ValueError, match="POC_SLOT flags"):
         eligible_flags(active, slots[:3], in_poc=True)
+
+
+@settings(max_examples=examples(100, 1000), deadline=None)
+@given(weights=st.lists(st.integers(0, 50), min_size=1, max_size=40), data=st.data())
+def test_lazy_walk_equals_the_full_order(weights: list[int], data: st.DataObject) -> None:
+    """``pick_from_prefix`` / ``next_active_from_prefix`` stop drawing early; they must agree with the full order."""
+    iid = data.draw(st.binary(min_size=32, max_size=32))
+    active = data.draw(st.lists(st.booleans(), min_size=len(weights), max_size=len(weights)))
+    order = executor_order(iid, weights, 32)
+    first = next((i for i in order if active[i]), None)
+    skipped = order[: order.index(first)] if first is not None else order
+    assert pick_from_prefix(iid, prefix_sums(weights), active, 32) == (first, skipped)
+    for failed in order:
+        after = order[order.index(failed) + 1 :]
+        expected = next((i for i in after if active[i]), None)
+        assert next_active_from_prefix(iid, prefix_sums(weights), active, failed, 32) == expected

@@ -68,7 +68,7 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         raise ModelNotFound(f"model {req.model!r} is not served in the current epoch")
     previous = {checksum(p) for p in headers.get(H_PREVIOUS, "").split(",") if p.strip()}
     iid = bytes.fromhex(signed.inference_id[2:])
-    order = selection.executor_order(iid, group.group.weights, await rt.chain.max_draws())
+    order = selection.order_from_prefix(iid, group.group.cumulative, await rt.chain.max_draws())
     members = group.group.members
     mine = [i for i in order if members[i] == rt.address]
     if not mine:

@@ -141,11 +141,12 @@ class TransferAgent:
         if not await self.store.kv_set_if_absent(seen_key(iid), str(int(time.time()))):
             raise HTTPError(409, f"inference {iid} was already submitted (signed requests are single-use); "
                             "sign the request again with a new timestamp", "invalid_request_error", code="replay")
-        members, weights = acc.group.group.members, acc.group.group.weights
+        members = acc.group.group.members
         active = acc.group.eligible  # ACTIVE members; inside the PoC window only those with a POC_SLOT node
         max_draws = await self.chain.max_draws()
         iid_bytes = bytes.fromhex(iid[2:])
-        first, skipped = selection.pick_executor(iid_bytes, weights, active, max_draws)
+        cumulative = acc.group.group.cumulative  # built once per epoch group
+        first, skipped = selection.pick_from_prefix(iid_bytes, cumulative, active, max_draws)
         if first is None:
             await self.store.kv_delete(seen_key(iid))  # nothing was dispatched: the same signed request may retry
             raise await self._no_executor(acc)
@@ -176,7 +177,7 @@ class TransferAgent:
                                  "ms": round((time.monotonic() - began) * 1000, 1)})
                 self.metrics.attempts.labels(outcome="failed").inc()
                 log.warning("inference %s: executor %s failed (%s); trying the next one", iid, member, reason)
-                nxt = selection.next_active_after(iid_bytes, weights, active, candidate, max_draws)
+                nxt = selection.next_active_from_prefix(iid_bytes, cumulative, active, candidate, max_draws)
                 if nxt is not None and len(attempts) < self.settings.max_attempts:
                     self._queue_reassign(iid, member, members[nxt])
                 candidate = nxt

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -20,6 +21,7 @@ from dinfer.chain.contracts.registry import Model
 from dinfer.chain.reverts import raise_chain_error
 from dinfer.chain.txqueue import TxSender
 from dinfer.epochs_clock import Stage
+from dinfer.selection import prefix_sums
 
 GROUP_CHUNK = 256
 """Members per ``add_group_members`` transaction (the contract's ``MAX_ADD``)."""
@@ -52,6 +54,11 @@ class Group:
 
     members: tuple[str, ...]
     weights: tuple[int, ...]
+
+    @cached_property
+    def cumulative(self) -> list[int]:
+        """Prefix sums of the weights (what the contract stores), computed once per group, not per request."""
+        return prefix_sums(self.weights)
 
 
 @dataclass(frozen=True)
