@@ -1,11 +1,12 @@
 """Inference records on chain: gas per inference, records/s on anvil, and order-verification gas vs group size.
 
 1. Gas (py-evm in process, exact ``gasUsed``): a group of n = 64 members, ten clients with escrow. Starts go in
-   batches of 50 whose executors fall where the spec draws them, measured once every member has had an
-   assignment this epoch (an epoch's first starts also write each executor's fresh statistics word: reported
-   apart). Finishes go in one batch of 50 by one executor (records signed until that executor drew 50). A start
-   pays the signature check, the order replay (``Epochs.walk``), the escrow reservation and the record word; a
-   finish pays the charge and the refund.
+   batches of 50 whose executors fall where the spec draws them (an epoch's first starts also store the model's
+   price snapshot: reported apart). Finishes go in one batch of 50 by one executor (records signed until that
+   executor drew 50), measured once every executor has finished before in the epoch (an executor's first finish
+   of an epoch writes its fresh statistics word: the small-batch figure). A start pays the signature check, the
+   order replay (``Epochs.walk``), the escrow reservation and the record word; a finish pays the charge, the
+   refund and one statistics update per batch.
 2. Throughput (anvil ``--block-time 1``, same n = 64 group, ten funded members): 500 inferences started by one TA
    in batches of 50 and finished by the ten executors in batches of 50 (exactly 50 records drawn per executor),
    against 100 inferences sent one record per transaction. Each run starts right after a block and the clock runs
@@ -214,20 +215,21 @@ async def measure_gas(chain: EthTesterBackend) -> tuple[dict[str, Any], Ledger]:
         check_applied(ledger.inference, receipts, "start", len(records))
         return sum(r["gasUsed"] for r in receipts) / len(records)
 
-    # The first starts of an epoch also write fresh words once per epoch (each executor's first assignment, the
-    # model's price snapshot): measured, but not the amortised figure.
+    # The first starts of an epoch also store the model's price snapshot once: measured, but not the amortised
+    # figure.
     cold = signer.take(GAS_START_BATCHES * BATCH, await latest_timestamp(chain.w3))
     cold_gas = await start(cold)
+    # every member gets a record (and so finishes once below) before the measured batches
     missed = {a: 1 for a in ledger.group} | {r.executor: 0 for r in cold}  # members the draws have not hit yet
     topup = signer.take_for(missed, await latest_timestamp(chain.w3))
     if topup:
         await start(topup)
-    # steady state: every member already has an assignment this epoch
+    # steady state: the price snapshot is stored
     steady = signer.take(GAS_START_BATCHES * BATCH, await latest_timestamp(chain.w3))
     start_gas = await start(steady)
 
     # each executor finishes what it got in one transaction (a few records each); this also gives every executor
-    # its earnings word, as any executor past its first finish has
+    # its earnings and statistics words, as any executor past its first finish of the epoch has
     started = cold + topup + steady
     by_executor = finishes_by_executor(started)
     await fund(bank_sender, list(by_executor), ETH)
@@ -308,12 +310,12 @@ async def measure_walk(ledger: Ledger) -> dict[str, Any]:
 
 
 def start_budget(records: int) -> int:
-    """Gas limit of a start batch sent without estimation (measured use: ~50k per record at n = 64)."""
+    """Gas limit of a start batch sent without estimation (measured use: ~47k per record at n = 64)."""
     return 150_000 + 80_000 * records
 
 
 def finish_budget(records: int) -> int:
-    """Gas limit of a finish batch sent without estimation (measured use: ~14k per record in a batch of 50)."""
+    """Gas limit of a finish batch sent without estimation (measured use: ~13k per record in a batch of 50)."""
     return 100_000 + 40_000 * records
 
 
@@ -463,7 +465,8 @@ def summary(res: dict[str, Any]) -> list[dict[str, Any]]:
             "value": round(gas["finish_gas_per_record"]),
             "unit": "gas",
             "note": f"{round(gas['small_finish_gas_per_record']):,} when each executor finishes its "
-            f"~{gas['small_finish_records_per_tx']:.1f} records per tx",
+            f"~{gas['small_finish_records_per_tx']:.1f} records per tx (its first finish of the epoch: fresh "
+            "statistics word)",
         },
         {
             "metric": "gas per inference (start + finish)",

@@ -7,8 +7,11 @@
         MissedStatTest after the grace window is slashed once per epoch and set INACTIVE.
 @dev Batches skip and emit: a bad record is dropped with `RecordRejected(id, reason)` and the rest of the batch
      still applies, so one stale signature cannot cost a TA the other 49 records. Only whole-batch conditions
-     (caller not a host, empty batch) revert. A record is one packed storage word (lib_record); escrow
-     (lib_escrow) and the downtime rule (lib_downtime) are modules initialized here.
+     (caller not a host, empty batch, a malformed batch encoding) revert. A record is one packed storage word
+     (lib_record); escrow (lib_escrow) and the downtime rule (lib_downtime) are modules initialized here.
+     Gas (docs/contracts.md "Storage layout and gas"): a start record is four calldata words (the batch lists its
+     models and skipped members once), a start writes only the record, the reservation and a three-topic event;
+     an executor's MissedStatTest trials are counted when they resolve (finish or miss), once per finish batch.
 @custom:security Funds: every wei received is a client balance, a reservation of a STARTED record, or host
         earnings; withdrawals are pull-based and non-reentrant. Registry and Epochs are trusted contracts.
 @custom:kill No kill switch.
@@ -45,6 +48,15 @@ LOW128: constant(uint256) = (1 << 128) - 1
 
 MAX_BATCH: constant(uint256) = 64
 MAX_SKIP: constant(uint256) = 32
+MAX_BATCH_SKIPPED: constant(uint256) = 256  # skipped entries of all records of one start batch
+M32: constant(uint256) = 4294967295
+M40: constant(uint256) = 1099511627775
+ADDRESS_MASK: constant(uint256) = (1 << 160) - 1
+# what a start batch knows of each of its models
+SLOT_UNREAD: constant(uint8) = 0
+SLOT_STORED: constant(uint8) = 1  # the epoch's price snapshot is in _price
+SLOT_FRESH: constant(uint8) = 2  # read from Epochs; stored with the model's first start in the epoch
+SLOT_UNKNOWN: constant(uint8) = 3  # no snapshot: the model is not served this epoch
 MAX_TOKENS: constant(uint256) = 16777215  # 24-bit token fields
 MAX_EPOCH: constant(uint256) = 4294967295
 GROUP_MASK: constant(uint256) = (1 << 48) - 1  # model 16 | epoch 32 bits of a record, from bit 88
@@ -71,6 +83,14 @@ _model_at: HashMap[uint256, bytes32]
 model_count: public(uint256)
 _price: HashMap[uint256, HashMap[bytes32, uint256]]  # epoch → model → price + 1 (the epoch's snapshot)
 model_tokens: public(HashMap[uint256, HashMap[bytes32, uint256]])  # epoch → model → finished prompt+completion
+
+
+struct FinishGroup:  # the epoch group of a finish batch's last record
+    bits: uint256  # the record's epoch and model bits (0: none yet)
+    epoch: uint256
+    model_key: bytes32
+    price: uint256
+    position: uint256  # the caller's index + 1 in the group, 0 when it is not a member
 
 initializes: lib_downtime
 initializes: lib_escrow
@@ -138,14 +158,15 @@ def _order_mode(epoch: uint256) -> uint256:
 
 @internal
 @pure
-def _follows(rec: IInference.StartRecord, code: uint8, first: address, expected: DynArray[address, MAX_SKIP]) -> bool:
+def _follows(executor: address, skipped: DynArray[address, MAX_SKIP], code: uint8, first: address,
+             expected: DynArray[address, MAX_SKIP]) -> bool:
     # the record's executor and skipped list are exactly the walk's
-    if code != WALK_OK or rec.executor != first or len(rec.skipped) != len(expected):
+    if code != WALK_OK or executor != first or len(skipped) != len(expected):
         return False
     for i: uint256 in range(MAX_SKIP):
         if i >= len(expected):
             break
-        if rec.skipped[i] != expected[i]:
+        if skipped[i] != expected[i]:
             return False
     return True
 
@@ -153,7 +174,8 @@ def _follows(rec: IInference.StartRecord, code: uint8, first: address, expected:
 @internal
 @view
 def _verify_order(
-    epoch: uint256, rec: IInference.StartRecord, iid: bytes32, max_draws: uint256, mode: uint256
+    epoch: uint256, model_key: bytes32, iid: bytes32, executor: address, skipped: DynArray[address, MAX_SKIP],
+    max_draws: uint256, mode: uint256,
 ) -> (String[32], uint256):
     # (reason, executor index): executor + skipped must equal the replayed walk (in either order at a PoC edge)
     code: uint8 = 0
@@ -161,24 +183,24 @@ def _verify_order(
     index: uint256 = 0
     expected: DynArray[address, MAX_SKIP] = []
     code, first, index, expected = staticcall self.epochs.walk(
-        epoch, rec.model_key, iid, empty(address), max_draws, mode == ORDER_POC
+        epoch, model_key, iid, empty(address), max_draws, mode == ORDER_POC
     )
-    if mode == ORDER_EITHER and not self._follows(rec, code, first, expected):
-        code, first, index, expected = staticcall self.epochs.walk(epoch, rec.model_key, iid, empty(address),
+    if mode == ORDER_EITHER and not self._follows(executor, skipped, code, first, expected):
+        code, first, index, expected = staticcall self.epochs.walk(epoch, model_key, iid, empty(address),
                                                                    max_draws, True)
-    if self._follows(rec, code, first, expected):
+    if self._follows(executor, skipped, code, first, expected):
         return "", index
     # why not (only rejected records pay for this)
-    for member: address in rec.skipped:
+    for member: address in skipped:
         if staticcall self.epochs.status_of(epoch, member) == ACTIVE:
-            if staticcall self.epochs.position_of(epoch, rec.model_key, member) == 0:
+            if staticcall self.epochs.position_of(epoch, model_key, member) == 0:
                 return "WrongSkippedList", 0
-            if mode == ORDER_NORMAL or staticcall self.epochs.poc_eligible(epoch, rec.model_key, member):
+            if mode == ORDER_NORMAL or staticcall self.epochs.poc_eligible(epoch, model_key, member):
                 return "SkippedExecutorActive", 0
     if code == WALK_EMPTY_GROUP:
         return "NoEpochGroup", 0
-    if rec.executor != first:
-        if staticcall self.epochs.position_of(epoch, rec.model_key, rec.executor) == 0:
+    if executor != first:
+        if staticcall self.epochs.position_of(epoch, model_key, executor) == 0:
             return "ExecutorNotInGroup", 0
         if code != WALK_OK:
             return "NoActiveExecutor", 0
@@ -207,11 +229,12 @@ def _next_after(epoch: uint256, model_key: bytes32, iid: bytes32, after: address
 
 @internal
 @view
-def _model_price(epoch: uint256, model_key: bytes32) -> (bool, uint256, bool):
-    # (known, price, fresh): the epoch's price snapshot, read from Epochs on the model's first start in the epoch
+def _model_price(epoch: uint256, model_key: bytes32) -> (uint8, uint256):
+    # (SLOT_STORED / SLOT_FRESH / SLOT_UNKNOWN, price): the epoch's price snapshot, read from Epochs on the model's
+    # first start in the epoch (SLOT_FRESH: stored with that start)
     snap: uint256 = self._price[epoch][model_key]
     if snap != 0:
-        return True, snap - 1, False
+        return SLOT_STORED, snap - 1
     ok: bool = False
     response: Bytes[32] = b""
     ok, response = raw_call(
@@ -220,77 +243,61 @@ def _model_price(epoch: uint256, model_key: bytes32) -> (bool, uint256, bool):
         max_outsize=32, is_static_call=True, revert_on_failure=False,
     )
     if not ok or len(response) != 32:
-        return False, 0, False
-    return True, abi_decode(response, uint256), True
+        return SLOT_UNKNOWN, 0
+    return SLOT_FRESH, abi_decode(response, uint256)
 
 
 @internal
-def _start_one(rec: IInference.StartRecord, iid: bytes32, ta: uint256, epoch: uint256, window: uint256,
-               max_draws: uint256, mode: uint256) -> String[32]:
-    # checks (each failure leaves no trace but the RecordRejected event)
+@view
+def _check_start(rec: IInference.StartRecord, iid: bytes32, window: uint256, known: bool, price: uint256) -> (
+    String[32], address, uint256, uint256
+):
+    # (reason, client, client index, reserve): the checks before the order replay, in the order they report
+    meta: uint256 = rec.meta
+    v: uint256 = (meta >> 232) & 255
     s: uint256 = convert(rec.s, uint256)
-    if (rec.v != 27 and rec.v != 28) or s == 0 or s > HALF_N:
-        return "InvalidSignature"
-    if rec.timestamp > block.timestamp + window:
-        return "FutureTimestamp"
-    if rec.timestamp + window < block.timestamp:
-        return "StaleTimestamp"
+    if (v != 27 and v != 28) or s == 0 or s > HALF_N:
+        return "InvalidSignature", empty(address), 0, 0
+    timestamp: uint256 = (meta >> 160) & M40
+    if timestamp > block.timestamp + window:
+        return "FutureTimestamp", empty(address), 0, 0
+    if timestamp + window < block.timestamp:
+        return "StaleTimestamp", empty(address), 0, 0
     if self._records[iid] != 0:
-        return "DuplicateInference"
+        return "DuplicateInference", empty(address), 0, 0
     digest: bytes32 = keccak256(concat(
-        b"\x19Ethereum Signed Message:\n32", keccak256(abi_encode(rec.body_hash, rec.timestamp, msg.sender))
+        b"\x19Ethereum Signed Message:\n32", keccak256(abi_encode(rec.body_hash, timestamp, msg.sender))
     ))
-    client: address = ecrecover(digest, rec.v, rec.r, rec.s)
+    client: address = ecrecover(digest, v, rec.r, rec.s)
     if client == empty(address):
-        return "InvalidSignature"
+        return "InvalidSignature", empty(address), 0, 0
     cidx: uint256 = lib_escrow.client_index[client]
-    known: bool = False
-    price: uint256 = 0
-    fresh: bool = False
-    known, price, fresh = self._model_price(epoch, rec.model_key)
     if not known:
-        return "UnknownModel"
-    tokens: uint256 = convert(rec.prompt_tokens_est, uint256) + convert(rec.max_tokens, uint256)
+        return "UnknownModel", empty(address), 0, 0
+    tokens: uint256 = (meta >> 200) & M32
     if tokens == 0 or tokens > MAX_TOKENS:
-        return "BadTokenCount"
+        return "BadTokenCount", empty(address), 0, 0
     reserve: uint256 = tokens * price
     if cidx == 0 or reserve > lib_escrow.balances[cidx]:
-        return "InsufficientBalance"
-    reason: String[32] = ""
-    exec_idx: uint256 = 0
-    reason, exec_idx = self._verify_order(epoch, rec, iid, max_draws, mode)
-    if len(reason) > 0:
-        return reason
-    # effects
-    midx: uint256 = self.model_index[rec.model_key]
-    if midx == 0:
-        midx = self.model_count + 1
-        self.model_count = midx
-        self.model_index[rec.model_key] = midx
-        self._model_at[midx] = rec.model_key
-    if fresh:
-        self._price[epoch][rec.model_key] = price + 1
-    lib_escrow.balances[cidx] -= reserve
-    self._records[iid] = lib_record.pack(cidx, exec_idx, ta, midx, epoch, block.number, STARTED, tokens)
-    if len(rec.skipped) > 0:
-        self._skipped[iid] = rec.skipped
-    lib_downtime.add_assignment(epoch, rec.executor)
-    log IInference.InferenceStarted(
-        inference_id=iid, client=client, executor=rec.executor, ta=msg.sender, model_key=rec.model_key,
-        epoch=epoch, reserved=reserve, skipped=rec.skipped,
-    )
-    return ""
+        return "InsufficientBalance", empty(address), 0, 0
+    return "", client, cidx, reserve
 
 
 @external
-def start_inferences(records: DynArray[IInference.StartRecord, MAX_BATCH]):
+def start_inferences(
+    models: DynArray[bytes32, MAX_BATCH], records: DynArray[IInference.StartRecord, MAX_BATCH],
+    skipped: DynArray[address, MAX_BATCH_SKIPPED],
+):
     """
     @notice Record the start of client-signed inferences (caller = the TA the clients signed for).
     @dev Per record: low-s signature over request_digest(body_hash, timestamp, msg.sender), timestamp within
          `request_window_seconds` of block time, id = keccak256(r ‖ s ‖ v) never seen before, known model,
-         reserve (prompt_tokens_est + max_tokens) × the epoch's price from the client's balance, and executor +
-         skipped equal to the replayed order. A failing record emits RecordRejected(id, reason) and is skipped.
-    @param records At most 64 start records.
+         reserve tokens × the epoch's price from the client's balance, and executor + skipped equal to the
+         replayed order. A failing record emits RecordRejected(id, reason) and is skipped.
+    @param models The batch's distinct model keys; a record names its model by position in this list.
+    @param records At most 64 start records (IInference.StartRecord: `meta` packs executor, timestamp, tokens,
+           v, model slot and skipped count).
+    @param skipped Every record's skipped list, concatenated in record order.
     """
     assert staticcall self.registry.is_host(msg.sender), "NotHost"
     assert len(records) > 0, "EmptyBatch"
@@ -305,11 +312,61 @@ def start_inferences(records: DynArray[IInference.StartRecord, MAX_BATCH]):
     epoch: uint256 = staticcall self.epochs.current_epoch()
     assert epoch <= MAX_EPOCH, "EpochOverflow"
     mode: uint256 = self._order_mode(epoch)
+    # per model of the batch: SLOT_* state, price and model index (0 until read)
+    states: uint8[MAX_BATCH] = empty(uint8[MAX_BATCH])
+    prices: uint256[MAX_BATCH] = empty(uint256[MAX_BATCH])
+    indices: uint256[MAX_BATCH] = empty(uint256[MAX_BATCH])
+    cursor: uint256 = 0
     for rec: IInference.StartRecord in records:
-        iid: bytes32 = keccak256(concat(rec.r, rec.s, convert(rec.v, bytes1)))
-        reason: String[32] = self._start_one(rec, iid, ta, epoch, window, max_draws, mode)
+        meta: uint256 = rec.meta
+        # this record's skipped list: the next `count` entries of `skipped`
+        count: uint256 = meta >> 248
+        assert count <= MAX_SKIP and cursor + count <= len(skipped), "BadSkippedList"
+        mine: DynArray[address, MAX_SKIP] = []
+        for i: uint256 in range(MAX_SKIP):
+            if i >= count:
+                break
+            mine.append(skipped[cursor + i])
+        cursor += count
+        m: uint256 = (meta >> 240) & 255
+        assert m < len(models), "BadModelSlot"
+        model_key: bytes32 = models[m]
+        if states[m] == SLOT_UNREAD:
+            states[m], prices[m] = self._model_price(epoch, model_key)
+        iid: bytes32 = keccak256(concat(rec.r, rec.s, convert(convert((meta >> 232) & 255, uint8), bytes1)))
+        reason: String[32] = ""
+        client: address = empty(address)
+        cidx: uint256 = 0
+        reserve: uint256 = 0
+        reason, client, cidx, reserve = self._check_start(rec, iid, window, states[m] != SLOT_UNKNOWN, prices[m])
+        executor: address = convert(meta & ADDRESS_MASK, address)
+        exec_idx: uint256 = 0
+        if len(reason) == 0:
+            reason, exec_idx = self._verify_order(epoch, model_key, iid, executor, mine, max_draws, mode)
         if len(reason) > 0:
             log IInference.RecordRejected(inference_id=iid, reason=reason)
+            continue
+        # effects
+        midx: uint256 = indices[m]
+        if midx == 0:
+            midx = self.model_index[model_key]
+            if midx == 0:
+                midx = self.model_count + 1
+                self.model_count = midx
+                self.model_index[model_key] = midx
+                self._model_at[midx] = model_key
+            indices[m] = midx
+        if states[m] == SLOT_FRESH:
+            self._price[epoch][model_key] = prices[m] + 1
+            states[m] = SLOT_STORED
+        lib_escrow.balances[cidx] -= reserve
+        self._records[iid] = lib_record.pack(
+            cidx, exec_idx, ta, midx, epoch, block.number, STARTED, (meta >> 200) & M32
+        )
+        if count > 0:
+            self._skipped[iid] = mine
+        log IInference.InferenceStarted(inference_id=iid, client=client, executor=executor)  # TA: the tx sender
+    assert cursor == len(skipped), "BadSkippedList"
 
 
 # ---------------------------------------------------------------- misses and downtime
@@ -374,69 +431,60 @@ def report_downtime(executor: address):
 # ---------------------------------------------------------------- finish and reassign
 
 @internal
-def _finish_one(rec: IInference.FinishRecord, expiration: uint256, group: uint256, cached: uint256) -> (
-    String[32], uint256, uint256
+def _flush_finished(epoch: uint256, model_key: bytes32, count: uint256, tokens: uint256, earned: uint256):
+    # what a finish batch accumulated for one epoch group: the caller's finished count (MissedStatTest trials),
+    # its earnings and the model's demand
+    if count == 0:
+        return
+    lib_downtime.add_finished(epoch, msg.sender, count)
+    if earned > 0:
+        lib_escrow.earnings[msg.sender] += earned
+    if tokens > 0:
+        self.model_tokens[epoch][model_key] += tokens  # Epochs measures demand from it
+
+
+@internal
+def _finish_one(rec: IInference.FinishRecord, word: uint256, expiration: uint256, group: FinishGroup) -> (
+    String[32], uint256, address
 ):
-    # (reason, group, position): the caller's position in the last (epoch, model) group is cached across a batch
+    # (reason, cost, original executor when the caller finishes as the alternative finisher) for a STARTED record
     # checks
-    word: uint256 = self._records[rec.inference_id]
-    status: uint256 = lib_record.status(word)
-    if status == S_NONE:
-        return "UnknownInference", group, cached
-    if status == FINISHED:
-        log IInference.DuplicateFinish(inference_id=rec.inference_id, sender=msg.sender)  # no-op, never a charge
-        return "", group, cached
-    if status != STARTED:
-        return "InferenceNotStarted", group, cached
-    epoch: uint256 = lib_record.epoch(word)
-    model_key: bytes32 = self._model_at[lib_record.model(word)]
-    position: uint256 = cached
-    if (word >> 88) & GROUP_MASK != group:  # epoch and model bits of the record
-        group = (word >> 88) & GROUP_MASK
-        position = staticcall self.epochs.position_of(epoch, model_key, msg.sender)
+    if group.position == 0:
+        return "NotExecutor", 0, empty(address)
     original: address = empty(address)
-    if position == 0:
-        return "NotExecutor", group, position
-    if position - 1 != lib_record.executor_index(word):
+    if group.position - 1 != lib_record.executor_index(word):
         # an alternative finisher: the next ACTIVE member after the executor, once the executor's time is up
         if block.number < lib_record.start_block(word) + expiration:
             if lib_record.reassigned(word):
-                return "ExecutorReassigned", group, position
-            return "NotExecutor", group, position
+                return "ExecutorReassigned", 0, empty(address)
+            return "NotExecutor", 0, empty(address)
         original = self._executor_of(word)
         code: uint8 = 0
         nxt: address = empty(address)
         index: uint256 = 0
         code, nxt, index = self._next_after(
-            epoch, model_key, rec.inference_id, original, staticcall self.registry.param(P_MAX_DRAWS), msg.sender
+            group.epoch, group.model_key, rec.inference_id, original, staticcall self.registry.param(P_MAX_DRAWS),
+            msg.sender,
         )
         if code != WALK_OK or nxt != msg.sender:
-            return "NotExecutor", group, position
-    tokens: uint256 = convert(rec.prompt_tokens, uint256) + convert(rec.completion_tokens, uint256)
+            return "NotExecutor", 0, empty(address)
+    prompt: uint256 = convert(rec.prompt_tokens, uint256)
+    completion: uint256 = convert(rec.completion_tokens, uint256)
     reserved: uint256 = lib_record.reserved_tokens(word)
-    if tokens > reserved:
-        return "TokensExceedReserve", group, position
-    price: uint256 = self._price[epoch][model_key] - 1
-    cost: uint256 = tokens * price
-    refund: uint256 = reserved * price - cost
-    # effects
-    word = lib_record.with_finish(
-        word, FINISHED, position - 1, convert(rec.prompt_tokens, uint256), convert(rec.completion_tokens, uint256),
-        block.number,
+    if prompt + completion > reserved:
+        return "TokensExceedReserve", 0, empty(address)
+    cost: uint256 = (prompt + completion) * group.price
+    refund: uint256 = reserved * group.price - cost
+    # effects (the caller credits the cost to the caller's earnings)
+    self._records[rec.inference_id] = lib_record.with_finish(
+        word, FINISHED, group.position - 1, prompt, completion, block.number
     )
-    self._records[rec.inference_id] = word
     lib_escrow.balances[lib_record.client(word)] += refund
-    lib_escrow.earnings[msg.sender] += cost
-    self.model_tokens[epoch][model_key] += tokens  # Epochs measures demand from it
     log IInference.InferenceFinished(
-        inference_id=rec.inference_id, executor=msg.sender, prompt_tokens=convert(rec.prompt_tokens, uint256),
-        completion_tokens=convert(rec.completion_tokens, uint256), response_hash=rec.response_hash, cost=cost,
-        refund=refund,
+        inference_id=rec.inference_id, executor=msg.sender, prompt_tokens=prompt, completion_tokens=completion,
+        response_hash=rec.response_hash,
     )
-    if original != empty(address):
-        lib_downtime.add_assignment(epoch, msg.sender)
-        self._miss(epoch, original)  # interactions: may slash the original
-    return "", group, position
+    return "", cost, original
 
 
 @external
@@ -447,17 +495,60 @@ def finish_inferences(records: DynArray[IInference.FinishRecord, MAX_BATCH]):
             DuplicateFinish and changes nothing. The next ACTIVE member after the executor may finish once the
             executor's `expiration_blocks` are up (the executor then gets a miss). Bad records are skipped with
             RecordRejected(id, reason).
+    @dev The epoch group of the last record (its price, the caller's position) is cached across the batch, and
+         the caller's earnings and the model's finished tokens are written once per group.
     @param records At most 64 finish records.
     """
     assert len(records) > 0, "EmptyBatch"
     expiration: uint256 = staticcall self.registry.param(P_EXPIRATION)
-    group: uint256 = 0  # no record has model index 0, so the first record always looks its group up
-    position: uint256 = 0
+    group: FinishGroup = empty(FinishGroup)  # no record has model index 0, so the first record loads its group
+    count: uint256 = 0
+    earned: uint256 = 0
+    tokens: uint256 = 0
     for rec: IInference.FinishRecord in records:
-        reason: String[32] = ""
-        reason, group, position = self._finish_one(rec, expiration, group, position)
+        word: uint256 = self._records[rec.inference_id]
+        status: uint256 = lib_record.status(word)
+        if status == FINISHED:
+            log IInference.DuplicateFinish(inference_id=rec.inference_id, sender=msg.sender)  # no-op, no charge
+            continue
+        reason: String[32] = "UnknownInference"
+        cost: uint256 = 0
+        original: address = empty(address)
+        if status == STARTED:
+            if (word >> 88) & GROUP_MASK != group.bits:  # epoch and model bits of the record
+                self._flush_finished(group.epoch, group.model_key, count, tokens, earned)
+                count = 0
+                earned = 0
+                tokens = 0
+                group = self._load_group(word)
+            reason, cost, original = self._finish_one(rec, word, expiration, group)
+        elif status != S_NONE:
+            reason = "InferenceNotStarted"
         if len(reason) > 0:
             log IInference.RecordRejected(inference_id=rec.inference_id, reason=reason)
+            continue
+        count += 1
+        earned += cost
+        tokens += convert(rec.prompt_tokens, uint256) + convert(rec.completion_tokens, uint256)
+        if original != empty(address):
+            self._flush_finished(group.epoch, group.model_key, count, tokens, earned)
+            count = 0
+            earned = 0
+            tokens = 0
+            self._miss(group.epoch, original)  # interactions: may slash the original
+    self._flush_finished(group.epoch, group.model_key, count, tokens, earned)
+
+
+@internal
+@view
+def _load_group(word: uint256) -> FinishGroup:
+    # the epoch group of a record, as a finish batch caches it
+    epoch: uint256 = lib_record.epoch(word)
+    model_key: bytes32 = self._model_at[lib_record.model(word)]
+    return FinishGroup(
+        bits=(word >> 88) & GROUP_MASK, epoch=epoch, model_key=model_key, price=self._price[epoch][model_key] - 1,
+        position=staticcall self.epochs.position_of(epoch, model_key, msg.sender),
+    )
 
 
 @internal
@@ -484,7 +575,6 @@ def _reassign_one(rec: IInference.ReassignRecord, ta: uint256, max_draws: uint25
         return "WrongNextExecutor"
     # effects: the next executor gets a fresh expiration window
     self._records[rec.inference_id] = lib_record.with_reassign(word, index, block.number)
-    lib_downtime.add_assignment(epoch, nxt)
     log IInference.InferenceReassigned(
         inference_id=rec.inference_id, failed_executor=rec.failed_executor, next_executor=nxt
     )
@@ -584,7 +674,8 @@ def get_inference(inference_id: bytes32) -> IInference.InferenceView:
 @external
 def executor_stats(epoch: uint256, executor: address) -> IInference.ExecutorStats:
     """
-    @notice An executor's epoch statistics and its status in that epoch.
+    @notice An executor's epoch statistics and its status in that epoch. `total` counts the inferences of the
+            epoch it finished or missed (MissedStatTest trials); running ones count once they resolve.
     """
     missed: uint256 = 0
     total: uint256 = 0

@@ -22,7 +22,9 @@ P_ALPHA: constant(uint256) = 3
 P_SLASH_DOWNTIME: constant(uint256) = 4
 M64: constant(uint256) = 18446744073709551615
 
-# epoch → executor → total 64 | missed 64 | first missed block 64 | slashed 8 (low bits first)
+# epoch → executor → total 64 | missed 64 | first missed block 64 | slashed 8 (low bits first).
+# total counts MissedStatTest trials: the executor's inferences of the epoch that resolved, i.e. finished by it
+# (`add_finished`) or missed (`miss`); one still running has no outcome yet and is not a trial.
 _stats: HashMap[uint256, HashMap[address, uint256]]
 _table: uint256[lib_missed.TABLE_WORDS]
 table_p0_bps: public(uint256)
@@ -59,8 +61,8 @@ def stats_of(epoch: uint256, executor: address) -> (uint256, uint256, uint256, b
 
 
 @internal
-def add_assignment(epoch: uint256, executor: address):
-    self._stats[epoch][executor] += 1  # total: the low 64 bits
+def add_finished(epoch: uint256, executor: address, count: uint256):
+    self._stats[epoch][executor] += count  # total: the low 64 bits
 
 
 @internal
@@ -91,7 +93,7 @@ def maybe_slash(registry: IRegistry, epochs: IEpochs, epoch: uint256, executor: 
 
 @internal
 def miss(registry: IRegistry, epochs: IEpochs, epoch: uint256, executor: address):
-    word: uint256 = self._stats[epoch][executor] + (1 << 64)
+    word: uint256 = self._stats[epoch][executor] + (1 << 64) + 1  # a miss is one more trial, and a failed one
     if (word >> 128) & M64 == 0:
         word |= block.number << 128  # the first miss of the epoch
     self._stats[epoch][executor] = word

@@ -28,6 +28,9 @@ async def build_once(chain: Any, name: str, build: Callable[[], Awaitable[T]]) -
     hit = _BUILT.get(key)
     if hit is not None:
         chain.tester.revert_to_snapshot(hit[0])
+        # py-evm stamps new blocks with the wall clock: one empty block makes "latest" current again, so records
+        # signed with the latest block's timestamp are not stale against the next block (request window)
+        await chain.mine(1)
         return hit[1]  # type: ignore[no-any-return]
     data = await build()
     _BUILT[key] = (chain.tester.take_snapshot(), data)

@@ -97,6 +97,9 @@ class ChainMachine(RuleBasedStateMachine):
         self.accounts = world.backend.accounts
         self.loop = asyncio.new_event_loop()
         self.backend.tester.revert_to_snapshot(world.snapshot)
+        # py-evm stamps new blocks with the wall clock: an empty block makes "latest" current again, so signed
+        # timestamps taken from it stay inside the request window however long ago the snapshot was taken
+        self.backend.tester.mine_blocks(1)
         self._senders: dict[str, TxSender] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -26,6 +26,7 @@ from dinfer.chain.contracts.inference import (
     InferenceStatus,
     ReassignRecord,
     StartRecord,
+    start_chunks,
 )
 from dinfer.chain.txqueue import BatchQueue
 from dinfer.errors import ChainError
@@ -226,8 +227,18 @@ class ChainWriter:
         return outcome
 
     async def _flush_starts(self, records: list[StartRecord]) -> Any:
-        return await self._flush("start", lambda: self.inference.start_inferences(records),
-                                 [r.inference_id for r in records])
+        # one transaction unless the skipped lists outgrow the contract's room (many non-ACTIVE members)
+        outcome: Any = None
+        failure: ChainError | None = None
+        for chunk in start_chunks(records):
+            try:
+                outcome = await self._flush("start", lambda c=chunk: self.inference.start_inferences(c),
+                                            [r.inference_id for r in chunk])
+            except ChainError as exc:  # already reported per record; the other chunks still go out
+                failure = exc
+        if failure is not None:
+            raise failure
+        return outcome
 
     async def _flush_reassigns(self, records: list[ReassignRecord]) -> Any:
         return await self._flush("reassign", lambda: self.inference.reassign(records),

@@ -55,15 +55,16 @@ class Listener:
         self.chain_first = 0
 
     async def handle(self, event: ChainEvent) -> None:
-        if event.name == "InferenceStarted" and event.args["executor"] == self.address:
-            await self._maybe_execute("0x" + bytes(event.args["inference_id"]).hex(), str(event.args["ta"]))
-        elif event.name == "InferenceReassigned" and event.args["next_executor"] == self.address:
-            info = await self.chain.inference.get_inference(bytes(event.args["inference_id"]))
-            await self._maybe_execute("0x" + bytes(event.args["inference_id"]).hex(), info.ta)
+        if (event.name == "InferenceStarted" and event.args["executor"] == self.address) or (
+            event.name == "InferenceReassigned" and event.args["next_executor"] == self.address
+        ):
+            await self._maybe_execute("0x" + bytes(event.args["inference_id"]).hex())
 
-    async def _maybe_execute(self, iid: str, ta: str) -> None:
+    async def _maybe_execute(self, iid: str) -> None:
         if await self.store.kv_get(seen_key(iid)) is not None:
             return
+        # the TA is the start transaction's sender, kept in the record (InferenceStarted does not repeat it)
+        ta = (await self.chain.inference.get_inference(bytes.fromhex(iid[2:]))).ta
         log.warning("%s: inference %s (TA %s) — executing from the chain record", WARN_TEXT, iid, ta)
         self.chain_first += 1
         # In the background with retries: one slow reconciliation must not hold up the event stream.

@@ -25,10 +25,10 @@ async def ledger(chain, registry, genesis, actors, sender_for) -> Ledger:  # typ
 async def start_and_finish(ledger: Ledger, prompt: int, completion: int) -> tuple[int, int]:
     """(reserved, cost) of one inference started and finished now."""
     rec = await ledger.record(prompt=prompt, max_tokens=completion)
-    started = events(ledger.inference.contract, await ledger.start(rec), "InferenceStarted")
-    receipt = await ledger.finish(rec, prompt=prompt, completion=completion)
-    finished = events(ledger.inference.contract, receipt, "InferenceFinished")
-    return started[0]["reserved"], finished[0]["cost"]
+    await ledger.start(rec)
+    reserved = (await ledger.inference.get_inference(rec.inference_id)).reserved
+    await ledger.finish(rec, prompt=prompt, completion=completion)
+    return reserved, (await ledger.inference.get_inference(rec.inference_id)).cost
 
 
 async def test_price_change_applies_from_the_next_snapshot(ledger: Ledger) -> None:
@@ -68,6 +68,7 @@ async def test_price_change_applies_from_the_next_snapshot(ledger: Ledger) -> No
 
     # epoch 2: the new price; the inference started in epoch 1 still settles at epoch 1's price
     assert await start_and_finish(ledger, 10, 5) == (15 * old * 3, 15 * old * 3)
-    finished = events(ledger.inference.contract, await ledger.finish(pending, prompt=4, completion=2),
-                      "InferenceFinished")
-    assert (finished[0]["cost"], finished[0]["refund"]) == (6 * old, 4 * old)
+    balance = await ledger.inference.balance_of(ledger.client.address)
+    await ledger.finish(pending, prompt=4, completion=2)
+    info = await ledger.inference.get_inference(pending.inference_id)
+    assert (info.cost, await ledger.inference.balance_of(ledger.client.address) - balance) == (6 * old, 4 * old)

@@ -1,6 +1,8 @@
 """Gas per inference with batches of 50 (start + finish, signature and order check included) at n = 64.
 
-Ten clients and four executors share the batch, so most balance and stats words are touched cold once per tx."""
+Ten clients and four executors share the batch, so most balance words are touched cold once per tx, and each
+executor's finish is its first of the epoch (it writes the executor's fresh statistics word). The steady-state
+figure of issue #5's goal (<= 60,000) is `bench/chain_records.py`'s; this test bounds the cold case."""
 
 from __future__ import annotations
 
@@ -52,4 +54,4 @@ async def test_gas_per_inference_batched(ledger: Ledger) -> None:
         f"gas per inference at n={GROUP}, batch {BATCH}, {CLIENTS} clients, {len(funded)} executors: "
         f"start {per_start:.0f} + finish {per_finish:.0f} = {per_start + per_finish:.0f}"
     )
-    assert per_start + per_finish < 90_000
+    assert per_start < 50_000 and per_start + per_finish < 75_000

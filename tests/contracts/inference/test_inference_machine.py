@@ -45,6 +45,7 @@ from dinfer.chain.contracts.inference import (
     InferenceStatus,
     ReassignRecord,
     StartRecord,
+    start_batch_args,
 )
 from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.deploy import bind
@@ -201,7 +202,7 @@ class InferenceMachine(ChainMachine):
             expected = ("InsufficientBalance" if reserve > self.balances[client.address]
                         else "NoActiveExecutor" if executor is None else None)
             receipt = await self.sender(lg.ta).transact(
-                self.inference.contract.functions.start_inferences([rec.to_chain()]), gas=GAS)
+                self.inference.contract.functions.start_inferences(*start_batch_args([rec])), gas=GAS)
             outcome = self.inference.outcome(receipt, "start")
             if expected is not None:
                 assert outcome.rejected == {rec.inference_id: expected}
@@ -220,7 +221,7 @@ class InferenceMachine(ChainMachine):
 
         async def go() -> None:
             receipt = await self.sender(self.ledger.ta).transact(
-                self.inference.contract.functions.start_inferences([rec.start.to_chain()]), gas=GAS)
+                self.inference.contract.functions.start_inferences(*start_batch_args([rec.start])), gas=GAS)
             assert self.inference.outcome(receipt, "start").rejected == {rec.iid: "DuplicateInference"}
             assert await self.inference.balance_of(rec.client) == self.balances[rec.client]
 
@@ -406,7 +407,7 @@ class InferenceMachine(ChainMachine):
             iid = self.recs[-1].iid if self.recs else keccak(b"none")
             fn, reason = self.inference.contract.functions.invalidate(iid, True), "NotValidation"
         else:
-            fn, reason = self.inference.contract.functions.start_inferences([]), "NotHost"
+            fn, reason = self.inference.contract.functions.start_inferences([], [], []), "NotHost"
 
         async def read() -> tuple[Any, ...]:
             return (await lg.epochs.current_epoch(), await lg.epochs.status_of(self.epoch, member),

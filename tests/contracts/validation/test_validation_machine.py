@@ -43,6 +43,7 @@ from dinfer.chain.contracts.inference import (
     StartRecord,
     ValidationClient,
     ValidationOutcome,
+    start_batch_args,
 )
 from dinfer.chain.deploy import bind
 from dinfer.selection import pick_executor
@@ -124,8 +125,8 @@ class ValidationMachine(ChainMachine):
             rec = await lg.record(prompt=10, max_tokens=20, active=active)
             if pick_executor(rec.inference_id, lg.weights, active, lg.max_draws)[0] is None:
                 return None
-            await self.sender(lg.ta).transact(lg.inference.contract.functions.start_inferences([rec.to_chain()]),
-                                              gas=GAS)
+            await self.sender(lg.ta).transact(lg.inference.contract.functions.start_inferences(
+                *start_batch_args([rec])), gas=GAS)
             receipt = await self.sender(lg.member(rec.executor)).transact(
                 lg.inference.contract.functions.finish_inferences(
                     [FinishRecord(rec.inference_id, 10, completion).to_chain()]), gas=GAS)

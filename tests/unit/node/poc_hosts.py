@@ -26,7 +26,7 @@ from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.contracts.registry import HardwareNode, RegistryClient
 from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
-from dinfer.config import MLNodeSettings, NodeSettings
+from dinfer.config import MLNodeSettings, NodeSettings, Settings
 from dinfer.crypto import Keypair
 from dinfer.devnet import with_params
 from dinfer.genesis import Genesis
@@ -78,6 +78,8 @@ class PoCHost:
     poc_batches: PoCBatchStore
     broker: Broker
     poc: PoCOrchestrator = field(init=False)
+    settings: Settings = field(default_factory=Settings)
+    """What the apps read from a runtime besides the parts above (e.g. ``node.max_body_bytes``)."""
     url: str = ""
     ml_urls: dict[str, str] = field(default_factory=dict)
 

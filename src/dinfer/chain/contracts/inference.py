@@ -3,6 +3,7 @@ of Validation.vy (validate, dispute and count views), which Inference trusts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -18,6 +19,15 @@ from dinfer.chain.deploy import deploy_contract
 from dinfer.chain.txqueue import TxSender
 from dinfer.crypto import inference_id as id_of_signature
 from dinfer.stats import critical_values, pack_critical_values, z_alpha_e4
+
+MAX_START_BATCH = 64
+"""Records per start transaction (Inference ``MAX_BATCH``)."""
+MAX_SKIP = 32
+"""Skipped members per start record (Inference ``MAX_SKIP``)."""
+MAX_BATCH_SKIPPED = 256
+"""Skipped members of all records of one start transaction (Inference ``MAX_BATCH_SKIPPED``)."""
+_M32 = (1 << 32) - 1
+_M40 = (1 << 40) - 1
 
 
 class InferenceStatus(IntEnum):
@@ -45,20 +55,67 @@ class StartRecord:
     def inference_id(self) -> bytes:
         return id_of_signature(self.signature)
 
-    def to_chain(self) -> tuple[Any, ...]:
+    def to_chain(self, model_slot: int) -> tuple[bytes, bytes, bytes, int]:
+        """``IInference.StartRecord``: (body_hash, r, s, meta) with the batch's ``model_slot`` for its model.
+
+        ``meta`` packs, low bits first, executor 160 | timestamp 40 | reserved tokens 32 | v 8 | model slot 8 |
+        skipped count 8. Out-of-range values are saturated so that the contract rejects them by name (a
+        timestamp past 2^40 as FutureTimestamp, more tokens than 32 bits hold as BadTokenCount).
+        """
         sig = self.signature
-        return (
-            self.body_hash,
-            self.timestamp,
-            sig[:32],
-            sig[32:64],
-            sig[64],
-            self.model_key,
-            self.executor,
-            list(self.skipped),
-            self.prompt_tokens_est,
-            self.max_tokens,
+        tokens = min(self.prompt_tokens_est + self.max_tokens, _M32)
+        meta = (
+            int(self.executor, 16)
+            | min(self.timestamp, _M40) << 160
+            | tokens << 200
+            | sig[64] << 232
+            | model_slot << 240
+            | len(self.skipped) << 248
         )
+        return self.body_hash, sig[:32], sig[32:64], meta
+
+
+StartBatch = tuple[list[bytes], list[tuple[bytes, bytes, bytes, int]], list[str]]
+"""``start_inferences`` arguments: (models, records, skipped)."""
+
+
+def start_batch_args(records: Sequence[StartRecord]) -> StartBatch:
+    """Encode start records as ``start_inferences(models, records, skipped)``: each distinct model key once (a
+    record names its model by slot), every record's skipped list concatenated in record order.
+
+    Raises ``ValueError`` for more than ``MAX_START_BATCH`` records, a skipped list longer than ``MAX_SKIP`` or
+    more than ``MAX_BATCH_SKIPPED`` skipped members in all (``start_chunks`` splits a longer batch).
+    """
+    if len(records) > MAX_START_BATCH:
+        raise ValueError(f"{len(records)} start records: at most {MAX_START_BATCH} per transaction")
+    models: list[bytes] = []
+    slots: dict[bytes, int] = {}
+    encoded: list[tuple[bytes, bytes, bytes, int]] = []
+    skipped: list[str] = []
+    for rec in records:
+        if len(rec.skipped) > MAX_SKIP:
+            raise ValueError(f"a start record skips {len(rec.skipped)} members: at most {MAX_SKIP}")
+        slot = slots.setdefault(rec.model_key, len(models))
+        if slot == len(models):
+            models.append(rec.model_key)
+        encoded.append(rec.to_chain(slot))
+        skipped.extend(rec.skipped)
+    if len(skipped) > MAX_BATCH_SKIPPED:
+        raise ValueError(f"{len(skipped)} skipped members in one start batch: at most {MAX_BATCH_SKIPPED}")
+    return models, encoded, skipped
+
+
+def start_chunks(records: Sequence[StartRecord]) -> list[list[StartRecord]]:
+    """Split start records, in order, into batches that ``start_batch_args`` accepts (count and skipped room)."""
+    chunks: list[list[StartRecord]] = []
+    room = 0
+    for rec in records:
+        if not chunks or len(chunks[-1]) == MAX_START_BATCH or len(rec.skipped) > room:
+            chunks.append([])
+            room = MAX_BATCH_SKIPPED
+        chunks[-1].append(rec)
+        room -= len(rec.skipped)
+    return chunks
 
 
 @dataclass(frozen=True)
@@ -178,8 +235,9 @@ class InferenceClient(ContractClient):
         return int(await self._call("earnings", host))
 
     # --- records (batched; bad records come back as RecordRejected events, not exceptions)
-    async def start_inferences(self, records: list[StartRecord], gas: int | None = None) -> dict[str, Any]:
-        return await self._transact("start_inferences", [r.to_chain() for r in records], gas=gas)
+    async def start_inferences(self, records: Sequence[StartRecord], gas: int | None = None) -> dict[str, Any]:
+        """One start transaction (``start_batch_args`` says what fits; ``start_chunks`` splits the rest)."""
+        return await self._transact("start_inferences", *start_batch_args(records), gas=gas)
 
     async def finish_inferences(self, records: list[FinishRecord], gas: int | None = None) -> dict[str, Any]:
         return await self._transact("finish_inferences", [r.to_chain() for r in records], gas=gas)
