@@ -93,6 +93,19 @@ def running(settings: DevnetSettings) -> Iterator[BackgroundDevnet]:
         net.stop()
 
 
+@contextmanager
+def running_chain_only(work: Path) -> Iterator[Devnet]:
+    """A devnet with anvil and the contracts but no hosts, its state in ``work/.devnet`` (CLI tests run in ``work``
+    and find ``.devnet/devnet.json`` like after `make run`)."""
+    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet",
+                                discovery=False))
+    asyncio.run(net.start())
+    try:
+        yield net
+    finally:
+        asyncio.run(net.stop())
+
+
 def make_settings(tmp: Path, model_path: Path, hosts: int = 3, **extra: Any) -> DevnetSettings:
     # public/admin/callback ports at base + 10·i, ML nodes at base + 100 + 10·i + j: keep the whole block free
     base = free_port_block(100 + 10 * hosts + 10)

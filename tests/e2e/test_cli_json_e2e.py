@@ -3,7 +3,6 @@ and carries the transaction and the values a script needs."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -14,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from network import running_chain_only
 from typer.testing import CliRunner
 
 from dinfer.chain.anvil import free_port
 from dinfer.cli import app
-from dinfer.config import DevnetSettings
 from dinfer.devnet import Devnet
 
 pytestmark = pytest.mark.e2e
@@ -33,11 +32,8 @@ Cli = Callable[..., Any]
 @pytest.fixture(scope="module")
 def chain_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, Path]]:
     work = tmp_path_factory.mktemp("clijson")
-    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet",
-                                discovery=False))
-    asyncio.run(net.start())
-    yield net, work
-    asyncio.run(net.stop())
+    with running_chain_only(work) as net:
+        yield net, work
 
 
 @pytest.fixture

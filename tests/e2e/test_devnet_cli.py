@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -12,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from network import running_chain_only
 from typer.testing import CliRunner
 
 from dinfer.chain.anvil import free_port, port_in_use
 from dinfer.cli import app
-from dinfer.config import DevnetSettings
 from dinfer.devnet import Devnet, DevnetInfo
 
 pytestmark = pytest.mark.e2e
@@ -26,11 +25,8 @@ HOST_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d" 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, Path]]:
     work = tmp_path_factory.mktemp("devnet")
-    net = Devnet(DevnetSettings(hosts=0, anvil_port=free_port(), block_time_s=0.2, state_dir=work / ".devnet",
-                                discovery=False))
-    asyncio.run(net.start())
-    yield net, work
-    asyncio.run(net.stop())
+    with running_chain_only(work) as net:
+        yield net, work
 
 
 @pytest.fixture
