@@ -1,4 +1,8 @@
-"""llama.cpp engine: ``python -m llama_cpp.server`` as a subprocess on a private loopback port.
+"""llama.cpp engine: ``llama_cpp.server`` as a subprocess on a private loopback port.
+
+The subprocess is ``python -m dinfer.mlnode.engines.llamacpp_server``: the upstream server with its per-token
+``top_logprobs`` computed by numpy instead of sorting the vocabulary in Python (same numbers; see that module), since
+the executor asks for them on every inference.
 
 Facts of ``llama_cpp.server`` 0.3.36 this engine absorbs: one sequence at a time (the ML node queues), no usage in
 streams and ``stream_options`` ignored (the ML node meters), unknown request fields silently ignored, and the chat
@@ -85,7 +89,7 @@ class LlamaCppEngine(OpenAIServerEngine):
         pairs = parse_flag_pairs(spec.args)
         self.context_window = int(pairs.get("n_ctx", DEFAULT_N_CTX)) or None  # 0 = the model's own length
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "dinfer.mlnode.engines.llamacpp_server",
             "--model", spec.source,
             "--model_alias", spec.model_id,
             "--host", "127.0.0.1",
