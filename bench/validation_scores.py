@@ -63,11 +63,13 @@ def _free_port() -> int:
 
 
 class Server:
-    """``llama_cpp.server`` as the llama.cpp engine starts it (``dinfer.mlnode.engines.llamacpp_server``), on a loopback port."""
+    """``llama_cpp.server`` as the llama.cpp engine starts it (``dinfer.mlnode.engines.llamacpp_server``), on a
+    loopback port."""
 
     def __init__(self, model: Path) -> None:
         self.port = _free_port()
-        argv = [sys.executable, "-m", "dinfer.mlnode.engines.llamacpp_server", "--model", str(model), "--model_alias", "m",
+        argv = [sys.executable, "-m", "dinfer.mlnode.engines.llamacpp_server", "--model", str(model),
+                "--model_alias", "m",
                 "--host", "127.0.0.1", "--port", str(self.port), "--verbose", "False",
                 "--chat_format", "chat_template.default", "--n_threads", "1"]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

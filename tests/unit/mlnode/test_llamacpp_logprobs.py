@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests import support
 
 from dinfer.mlnode.engines.llamacpp_server import EXPECTED, _Row, _top, patch_top_logprobs
-from tests import support
 
 
 class PatchedLlama(llama_cpp.Llama):

@@ -171,7 +171,7 @@ def patch_top_logprobs(cls: type) -> bool:
         )
         return False
     namespace = {**vars(upstream), "_row": _row, "_rows": _rows, "_top": _top}
-    exec(compile(tree, f"<dinfer top_logprobs patch of {upstream.__file__}>", "exec"), namespace)  # noqa: S102
+    exec(compile(tree, f"<dinfer top_logprobs patch of {upstream.__file__}>", "exec"), namespace)
     patched = namespace[method.__name__]
     patched.__doc__ = method.__doc__
     patched.__dinfer_patched__ = True
