@@ -6,11 +6,17 @@
   the full TA → executor → ML node path with both HTTP hops. Requests are drawn so host1 executes all of them.
 
 At concurrency 1, 8 and 32 it reports tokens/s (completion tokens / wall time) and time to first token (p50, p99).
-llama.cpp serves one sequence at a time, so concurrency queues in both setups alike.
+llama.cpp serves one sequence at a time, so concurrency queues in both setups alike. The direct server runs beside
+the devnet, and each concurrency alternates direct and dinfer rounds over the same prompts (``ROUNDS``), so both
+see the same machine (a shared 2-core VM drifts by ±20 % from one minute to the next). The dinfer path pays
+for the executor's logprob claims (top-5 per token, asked of the engine on every inference for validators); the
+direct requests ask for none. Validation is off in the benchmark's devnet (a validator's re-run would take the
+executor's cores on this machine; ``bench/validation.py`` measures it).
 **failover**: host0's TA is restarted with a short TTFT timeout (``HUNG_TTFT_TIMEOUT_S``), then requests whose order
 starts with host1 are sent while host1 is *hung* (SIGSTOP: the kernel still accepts its TCP connections, nothing
-answers), then while it is *refused* (killed). Their TTFT is compared with requests that go to host0 first (same
-engine): the hung case costs the TTFT timeout plus the next executor, the refused case one refused connect.
+answers), then while it is *refused* (killed). Each is followed by a request that goes to host0 first (the same
+engine serves both) and the TTFTs are compared: the hung case costs the TTFT timeout plus the next executor, the
+refused case one refused connect.
 
 Smoke run (a few requests per case, short answers; results go to a scratch directory, see ``bench.common``):
 ``DINFER_BENCH_SMALL=1 .venv/bin/python -m bench.routing_overhead``.
@@ -50,7 +56,11 @@ THREADS = 1
 """llama.cpp threads in both setups. On this 2-core machine a 2-thread engine stalls whenever anything else runs
 (its threads spin-wait on each other), which would measure core contention rather than routing; one thread leaves
 the other core to the proxies, as a GPU host's CPU is left to them."""
-RUNS = {1: 2, 8: 8, 32: 32} if SMALL else {1: 12, 8: 24, 32: 64}  # concurrency -> requests
+RUNS = {1: 2, 8: 8, 32: 32} if SMALL else {1: 16, 8: 24, 32: 64}  # concurrency -> requests
+ROUNDS = {1: 2, 8: 1, 32: 1} if SMALL else {1: 8, 8: 3, 32: 2}
+"""Each concurrency alternates direct and dinfer in this many rounds (requests split evenly), so a slower or
+faster minute of a shared machine falls on both sides alike."""
+JSON = {"content-type": "application/json"}
 NO_POC_EPOCH_BLOCKS = 100_000
 """Epoch length of the benchmark's devnet: longer than any run (1 s blocks), so the genesis group stays."""
 FAILOVER_REQUESTS = 2 if SMALL else 8
@@ -95,7 +105,7 @@ def _body(i: int, model: str) -> bytes:
                        "stream_options": {"include_usage": True}}).encode()
 
 
-async def _run(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int) -> dict[str, float]:
+async def _run(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int) -> dict[str, Any]:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=64)) as client:
         async def one(body: bytes, headers: dict[str, str]) -> Sample:
@@ -105,11 +115,10 @@ async def _run(url: str, requests: list[tuple[bytes, dict[str, str]]], concurren
         start = time.perf_counter()
         samples = await asyncio.gather(*(one(b, h) for b, h in requests))
         wall = time.perf_counter() - start
-    ttfts = sorted(s.ttft for s in samples)
+    ttfts = sorted(s.ttft * 1000 for s in samples)
     tokens = sum(s.tokens for s in samples)
     return {"requests": len(samples), "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
-            "ttft_p50_ms": statistics.median(ttfts) * 1000,
-            "ttft_p99_ms": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))] * 1000}
+            "ttft_p50_ms": statistics.median(ttfts), "ttft_p99_ms": _quantile(ttfts, 0.99), "ttfts_ms": ttfts}
 
 
 def _direct_server(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -150,6 +159,31 @@ def _signed(n: int, key: str, ta: str, group: dict[str, Any], first: str, offset
     return out
 
 
+def _signed_body(body: bytes, key: str, ta: str, group: dict[str, Any], first: str) -> dict[str, str]:
+    """Headers signing ``body`` with a timestamp (now or up to 40 s back) whose executor order starts with
+    ``first``: each try is a coin flip between the two hosts."""
+    now = int(time.time())
+    for back in range(40):
+        headers = {**sign_headers(body, key, ta, now - back), **JSON}
+        iid = inference_id(bytes.fromhex(headers["x-dinfer-signature"][2:]))
+        if group["members"][selection.executor_order(iid, group["weights"], 32)[0]] == first:
+            return headers
+    raise RuntimeError(f"no timestamp in the last 40 s orders {first} first")
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Rounds of one side as one run: total tokens over total wall time; TTFT quantiles over every request."""
+    ttfts = sorted(t for r in runs for t in r["ttfts_ms"])
+    tokens = sum(r["tokens"] for r in runs)
+    wall = sum(r["wall_s"] for r in runs)
+    return {"requests": len(ttfts), "tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "ttft_p50_ms": statistics.median(ttfts), "ttft_p99_ms": _quantile(ttfts, 0.99), "rounds": len(runs)}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
 async def measure() -> dict[str, Any]:
     model_path = packaged_model_path("SmolLM2-135M-Instruct")
     if model_path is None:
@@ -157,27 +191,17 @@ async def measure() -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="dinfer-bench-"))
     results: dict[str, Any] = {"model": MODEL, "max_tokens": MAX_TOKENS, "threads": THREADS}
 
-    port = free_port()
-    direct = _direct_server(model_path, port, tmp / "direct.log")
-    try:
-        await _wait(f"http://127.0.0.1:{port}/v1/models")
-        for c, n in RUNS.items():
-            reqs = [(_body(i, "m"), {"content-type": "application/json"}) for i in range(n)]
-            await _run(f"http://127.0.0.1:{port}/v1/chat/completions", reqs[:2], 1)  # warm-up
-            results[f"direct_c{c}"] = await _run(f"http://127.0.0.1:{port}/v1/chat/completions", reqs, c)
-    finally:
-        direct.terminate()
-        direct.wait(10)
-
     # Concurrency 8 or 32 on one engine queues up to 32 answers deep: that is queueing, not a failed executor, so the
     # hosts get a TTFT bound well above the queue's wait for this benchmark (the failover part uses refusals).
     os.environ["DINFER_NODE__TTFT_TIMEOUT_S"] = "300"
     base = free_port()
     # No PoC cycle during the run: a new epoch re-weights the group, and the requests drawn below for a chosen
-    # first executor (from the genesis group's weights) would go elsewhere.
+    # first executor (from the genesis group's weights) would go elsewhere. No validation either: a validator
+    # re-runs the prompt and output through its own model, which on this 2-core machine takes the very cores the
+    # executor's engine needs (on a network it is another host's machine; its cost is bench/validation.py's).
     settings = DevnetSettings(hosts=2, anvil_port=free_port(), base_port=base - base % 10, block_time_s=1.0,
                               state_dir=tmp / "devnet", model=MODEL, model_path=model_path, mlnode_threads=THREADS,
-                              params={"epoch_length_blocks": NO_POC_EPOCH_BLOCKS})
+                              params={"epoch_length_blocks": NO_POC_EPOCH_BLOCKS, "validation_rate_bps": 0})
     async with Devnet(settings) as net:
         assert net.info is not None
         host0, host1 = net.info.hosts
@@ -186,14 +210,35 @@ async def measure() -> dict[str, Any]:
             groups = (await client.get(f"{host0['url']}/v1/epochs/current")).json()["groups"]
         group = next(g for g in groups if g["model"] == MODEL)
         url = f"{host0['url']}/v1/chat/completions"
+        # The direct server runs beside the devnet, and each concurrency measures direct then dinfer back to back:
+        # both see the same machine (the chain and the idle hosts' block polling included), so the ratio is the
+        # routing's, not the background's.
+        port = free_port()
+        direct = _direct_server(model_path, port, tmp / "direct.log")
+        direct_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         offset = 0
-        for c, n in RUNS.items():
-            warm = _signed(2, key, host0["address"], group, host1["address"], offset)
-            offset += 10_000
-            await _run(url, warm, 1)
-            reqs = _signed(n, key, host0["address"], group, host1["address"], offset)
-            offset += 10_000
-            results[f"dinfer_c{c}"] = await _run(url, reqs, c)
+        try:
+            await _wait(f"http://127.0.0.1:{port}/v1/models")
+            for c, n in RUNS.items():
+                rounds = ROUNDS[c]
+                per_round = n // rounds
+                await _run(direct_url, [(_body(i, "m"), JSON) for i in range(2)], 1)  # warm-up
+                await _run(url, _signed(2, key, host0["address"], group, host1["address"], offset), 1)
+                offset += 10_000
+                direct_runs, dinfer_runs = [], []
+                for r in range(rounds):
+                    # the same prompts on both sides, in the same order (each engine caches its last prompt)
+                    ids = range(offset + r * per_round, offset + (r + 1) * per_round)
+                    direct_runs.append(await _run(direct_url, [(_body(i, "m"), JSON) for i in ids], c))
+                    bodies = [_body(i, MODEL) for i in ids]
+                    signed = [(b, _signed_body(b, key, host0["address"], group, host1["address"])) for b in bodies]
+                    dinfer_runs.append(await _run(url, signed, c))
+                offset += 10_000
+                results[f"direct_c{c}"] = _combine(direct_runs)
+                results[f"dinfer_c{c}"] = _combine(dinfer_runs)
+        finally:
+            direct.terminate()
+            direct.wait(10)
         # failover: host0's TA gets a short TTFT bound (no queue at concurrency 1), then host1 hangs, then refuses
         await _restart_with_env(net, "host0", {"DINFER_NODE__TTFT_TIMEOUT_S": str(HUNG_TTFT_TIMEOUT_S)},
                                 f"{host0['url']}/health")
@@ -202,23 +247,38 @@ async def measure() -> dict[str, Any]:
         if now["epoch"] != 1:
             raise RuntimeError(f"epoch {now['epoch']} formed during the run: the drawn orders no longer hold")
         n = FAILOVER_REQUESTS
-        normal = _signed(n, key, host0["address"], group, host0["address"], offset)
-        hung = _signed(n, key, host0["address"], group, host1["address"], offset + 10_000)
-        refused = _signed(n, key, host0["address"], group, host1["address"], offset + 20_000)
         await _warm_up(url, _signed(3, key, host0["address"], group, host0["address"], offset + 30_000))
-        results["failover_normal"] = await _run(url, normal, 1)
         host1_proc = net.supervisor.processes["host1"]
         host1_proc.restart = False
         assert host1_proc.pid is not None
+        # Each failed-over request is paired with one whose order starts with host0 (host1 not involved), sent right
+        # after it: the difference is the failover's cost, not the minute's.
+        normal: list[dict[str, Any]] = []
         os.kill(host1_proc.pid, signal.SIGSTOP)  # accepts connections (kernel backlog), never answers
         try:
-            results["failover_hung"] = await _run(url, hung, 1)
+            results["failover_hung"] = _combine(await _pairs(url, n, key, host0["address"], group, host1["address"],
+                                                             offset + 10_000, normal))
         finally:
             os.kill(host1_proc.pid, signal.SIGCONT)
         host1_proc.kill()
-        results["failover_refused"] = await _run(url, refused, 1)
+        results["failover_refused"] = _combine(await _pairs(url, n, key, host0["address"], group, host1["address"],
+                                                            offset + 20_000, normal))
+        results["failover_normal"] = _combine(normal)
         results["failover_ttft_timeout_s"] = HUNG_TTFT_TIMEOUT_S
     return results
+
+
+async def _pairs(url: str, n: int, key: str, ta: str, group: dict[str, Any], first: str, offset: int,
+                 normal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``n`` requests whose order starts with ``first``, each followed by a like one ordered to ``ta``'s own host
+    first (appended to ``normal``); the runs of the former."""
+    runs = []
+    for i in range(offset, offset + n):
+        body = _body(i, MODEL)
+        runs.append(await _run(url, [(body, _signed_body(body, key, ta, group, first))], 1))
+        other = _body(i + 500_000, MODEL)  # not the same prompt: the engine would answer it from its prompt cache
+        normal.append(await _run(url, [(other, _signed_body(other, key, ta, group, ta))], 1))
+    return runs
 
 
 async def _warm_up(url: str, requests: list[tuple[bytes, dict[str, str]]]) -> None:

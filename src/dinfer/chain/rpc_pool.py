@@ -13,6 +13,10 @@ provider. Behaviour:
   raises ``RpcUnavailable`` naming every endpoint.
 
 JSON-RPC *errors* (a revert, "nonce too low") are answers, not connection failures: they are returned as-is.
+
+``eth_chainId`` is answered from memory after its first result: web3's validation middleware asks for it before
+every ``eth_call``/``eth_estimateGas``/``eth_sendTransaction``, which doubled the round trips of every contract read,
+and every endpoint of a pool serves the same chain.
 """
 
 from __future__ import annotations
@@ -90,12 +94,20 @@ class PooledProvider(AsyncJSONBaseProvider):
         self._health_task: asyncio.Task[None] | None = None
         self._replaced = 0
         self._closed = False
+        self._chain_id: Any = None
+        """The first ``eth_chainId`` result (a pool's endpoints are one chain)."""
 
     # ------------------------------------------------------------ web3 provider API
 
     async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []}
-        return await self._send(self.encode_rpc_dict(payload))  # type: ignore[arg-type]
+        request_id = next(self._ids)
+        if method == "eth_chainId" and self._chain_id is not None:
+            return {"jsonrpc": "2.0", "id": request_id, "result": self._chain_id}
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or []}
+        response = await self._send(self.encode_rpc_dict(payload))  # type: ignore[arg-type]
+        if method == "eth_chainId" and isinstance(response, dict) and "result" in response:
+            self._chain_id = response["result"]
+        return response  # type: ignore[no-any-return]
 
     async def make_batch_request(self, requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse]:
         dicts = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": p or []} for m, p in requests]

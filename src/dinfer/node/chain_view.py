@@ -3,12 +3,18 @@
 The hot path must not make a dozen RPC calls per request: group membership changes once per epoch, statuses and
 balances are read at most every ``ttl`` seconds. The chain stays authoritative — the contract re-checks every
 start record — so a slightly stale view costs at worst one rejected record, never money.
+
+Epoch, head and member statuses are served *stale-while-revalidate*: once older than ``ttl`` (and younger than
+``STALE_FACTOR × ttl``) the cached value is answered at once and re-read in the background, so a request waits for
+an RPC round trip only when nothing recent is cached. Balances are never served stale (see ``balance``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +52,12 @@ class GroupView:
         return selection.eligible_flags(self.active, self.poc_slot, True)
 
 
+STALE_FACTOR = 3.0
+"""How old (in TTLs) a stale-while-revalidate value may be and still be answered while it is re-read."""
+
+log = logging.getLogger(__name__)
+
+
 class _TTLCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
@@ -56,6 +68,11 @@ class _TTLCache:
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
         return None
+
+    def age(self, key: Any) -> tuple[float, Any] | None:
+        """``(seconds since it was stored, value)``, however old; None when never stored."""
+        hit = self._data.get(key)
+        return None if hit is None else (time.monotonic() - hit[0], hit[1])
 
     def put(self, key: Any, value: Any) -> Any:
         self._data[key] = (time.monotonic(), value)
@@ -81,12 +98,36 @@ class ChainView:
         self._windows: dict[int, PoCWindow] = {}
         """PoC windows are fixed when their epoch starts: cached for good."""
         self._lock = asyncio.Lock()
+        self._refreshing: dict[Any, asyncio.Task[None]] = {}
+        """Background re-reads of stale-while-revalidate keys, one per key."""
+        self._balance_generation: dict[str, int] = {}
+        """Bumped by ``forget_balance``: a read that started before it must not store its (older) answer."""
+
+    async def _revalidated(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached value of ``key``: fresh → as is; stale but recent → as is, re-read in the background;
+        missing or too old → read now."""
+        hit = self._short.age(key)
+        if hit is not None:
+            age, value = hit
+            if age < self._short.ttl:
+                return value
+            if age < STALE_FACTOR * self._short.ttl:
+                if key not in self._refreshing:
+                    task = asyncio.get_running_loop().create_task(self._refresh(key, load))
+                    self._refreshing[key] = task
+                return value
+        return self._short.put(key, await load())
+
+    async def _refresh(self, key: Any, load: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            self._short.put(key, await load())
+        except Exception as exc:  # the next request reads it in its own path once the value is too old
+            log.debug("background re-read of %r failed: %s", key, exc)
+        finally:
+            self._refreshing.pop(key, None)
 
     async def epoch(self) -> int:
-        cached = self._short.get("epoch")
-        if cached is None:
-            cached = self._short.put("epoch", await self.epochs.current_epoch())
-        return int(cached)
+        return int(await self._revalidated("epoch", self.epochs.current_epoch))
 
     async def max_draws(self) -> int:
         cached = self._long.get("max_draws")
@@ -165,11 +206,12 @@ class ChainView:
         return cached  # type: ignore[no-any-return]
 
     async def head(self) -> int:
-        """The latest block number (cached for the short TTL)."""
-        cached = self._short.get("head")
-        if cached is None:
-            cached = self._short.put("head", int(await self.epochs.contract.w3.eth.block_number))
-        return int(cached)
+        """The latest block number (stale-while-revalidate over the short TTL)."""
+
+        async def load() -> int:
+            return int(await self.epochs.contract.w3.eth.block_number)
+
+        return int(await self._revalidated("head", load))
 
     async def seconds_per_block(self) -> float:
         """Average block interval over the last 32 blocks (≥ 0.1 s; 1 s when the chain is too young to tell)."""
@@ -186,11 +228,10 @@ class ChainView:
         return float(cached)
 
     async def status(self, epoch: int, member: str) -> MemberStatus:
-        key = ("status", epoch, member)
-        cached = self._short.get(key)
-        if cached is None:
-            cached = self._short.put(key, await self.epochs.status_of(epoch, member))
-        return cached  # type: ignore[no-any-return]
+        """A member's status (stale-while-revalidate over the short TTL)."""
+        return await self._revalidated(  # type: ignore[no-any-return]
+            ("status", epoch, member), lambda: self.epochs.status_of(epoch, member)
+        )
 
     def forget_status(self, epoch: int, member: str) -> None:
         self._short.drop(("status", epoch, member))
@@ -209,6 +250,23 @@ class ChainView:
             cached = self._long.put(key, await self.registry.is_host(address))
         return bool(cached)
 
-    async def balance(self, client: str) -> int:
-        """Escrow balance (not cached: it is the spend check)."""
-        return await self.inference.balance_of(client)
+    async def balance(self, client: str, *, fresh: bool = False) -> int:
+        """Escrow balance, cached for the short TTL (never served stale); ``fresh`` reads it now.
+
+        The TA subtracts its own reservations until their starts land and calls ``forget_balance`` when one lands,
+        so its own spending is never counted twice; what others do (a withdrawal, another TA's starts) shows within
+        ``ttl``, as it did between a read and the start's block before — the contract re-checks every start.
+        """
+        key = ("balance", client)
+        cached = None if fresh else self._short.get(key)
+        if cached is None:
+            generation = self._balance_generation.get(client, 0)
+            cached = await self.inference.balance_of(client)
+            if self._balance_generation.get(client, 0) == generation:
+                self._short.put(key, cached)
+        return int(cached)
+
+    def forget_balance(self, client: str) -> None:
+        """Drop ``client``'s cached balance (a start of theirs landed: the escrow moved)."""
+        self._balance_generation[client] = self._balance_generation.get(client, 0) + 1
+        self._short.drop(("balance", client))

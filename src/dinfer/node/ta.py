@@ -124,7 +124,10 @@ class TransferAgent:
                                 "insufficient_quota", code="price_above_cap")
         est = prompt_tokens_upper_bound(request)
         reserve = (est + max_tokens) * price
-        available = await self.chain.balance(signed.client) - self.reserved.get(signed.client, 0)
+        reserved = self.reserved.get(signed.client, 0)
+        available = await self.chain.balance(signed.client) - reserved
+        if available < reserve:  # a deposit may have landed since the cached read: look again before refusing
+            available = await self.chain.balance(signed.client, fresh=True) - reserved
         if available < reserve:
             raise HTTPError(
                 402, f"insufficient escrow: this request reserves {reserve} wei ({est} prompt tokens upper bound + "
@@ -324,6 +327,7 @@ class TransferAgent:
 
     def _release(self, record: InferenceRecord) -> None:
         """The start landed (or was refused): the chain now holds the reservation, not this TA."""
+        self.chain.forget_balance(record.client)
         left = self.reserved.get(record.client, 0) - record.reserved_wei
         if left > 0:
             self.reserved[record.client] = left

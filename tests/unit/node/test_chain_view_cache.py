@@ -1,0 +1,133 @@
+"""``ChainView``'s caches on a real (py-evm) deployment: balances cached but never stale past a landed start or a
+refusal, and head/epoch/status answered stale-while-revalidate so a request does not wait for an RPC."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from poc_hosts import clients, deploy
+
+from dinfer.chain.backends import EthTesterBackend
+from dinfer.chain.contracts.inference import InferenceClient
+from dinfer.chain.txqueue import TxSender
+from dinfer.genesis import Genesis
+from dinfer.node.chain_view import STALE_FACTOR, ChainView
+
+TTL = 0.2
+
+
+class GatedInference(InferenceClient):
+    """The real client, whose balance reads wait for ``gate`` (an RPC answer still on the wire)."""
+
+    def __init__(self, inner: InferenceClient) -> None:
+        super().__init__(inner.contract, inner.sender)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.reads = 0
+
+    async def balance_of(self, client: str) -> int:
+        self.reads += 1
+        value = await super().balance_of(client)
+        await self.gate.wait()
+        return value
+
+
+async def _view(chain: EthTesterBackend, actors: Any, genesis: Genesis) -> tuple[ChainView, InferenceClient]:
+    deployment = await deploy(chain, actors.owner, genesis)
+    registry, epochs, inference = clients(chain, deployment, None)
+    paying = clients(chain, deployment, TxSender(chain.w3, actors.client, poll_interval=0.01))[2]
+    return ChainView(registry, epochs, GatedInference(inference), ttl=TTL), paying
+
+
+async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis
+) -> None:
+    view, paying = await _view(chain, actors, genesis)
+    client = actors.client.address
+    before = await view.balance(client)
+    await paying.deposit(1000)
+    assert await view.balance(client) == before  # within the TTL: the cached value
+    assert view.inference.reads == 1
+    assert await view.balance(client, fresh=True) == before + 1000
+    await paying.deposit(5)
+    view.forget_balance(client)  # a start of this client's landed
+    assert await view.balance(client) == before + 1005
+    await paying.deposit(7)
+    await asyncio.sleep(TTL)
+    assert await view.balance(client) == before + 1012  # never served past the TTL
+
+
+async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis
+) -> None:
+    view, paying = await _view(chain, actors, genesis)
+    client = actors.client.address
+    gated = view.inference
+    assert isinstance(gated, GatedInference)
+    before = await view.balance(client, fresh=True)
+    gated.gate.clear()
+    in_flight = asyncio.ensure_future(view.balance(client, fresh=True))
+    while gated.reads < 2:
+        await asyncio.sleep(0.01)
+    await paying.deposit(50)
+    view.forget_balance(client)  # lands while the older read is still on its way
+    gated.gate.set()
+    assert await in_flight == before  # that caller gets what it read…
+    assert await view.balance(client) == before + 50  # …but the cache did not keep it
+
+
+async def test_head_is_answered_stale_while_it_is_re_read(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis
+) -> None:
+    view, _ = await _view(chain, actors, genesis)
+    first = await view.head()
+    await chain.mine(3)
+    assert await view.head() == first  # fresh: cached
+    await asyncio.sleep(TTL * 1.2)
+    assert await view.head() == first  # stale but recent: answered at once…
+    assert view._refreshing  # …while it is re-read in the background
+    await asyncio.gather(*view._refreshing.values())
+    assert await view.head() == first + 3
+    await chain.mine(2)
+    await asyncio.sleep(TTL * (STALE_FACTOR + 0.2))
+    assert await view.head() == first + 5  # too old to answer: read now
+
+
+async def test_statuses_and_epoch_are_revalidated_too(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis
+) -> None:
+    view, _ = await _view(chain, actors, genesis)
+    epoch = await view.epoch()
+    status = await view.status(epoch, actors.host.address)
+    await asyncio.sleep(TTL * 1.2)
+    assert await view.epoch() == epoch
+    assert await view.status(epoch, actors.host.address) == status
+    assert {"epoch", ("status", epoch, actors.host.address)} <= set(view._refreshing)
+    await asyncio.gather(*view._refreshing.values())
+    assert not view._refreshing
+
+
+async def test_the_ta_looks_again_before_refusing_for_balance(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis, tmp_path, http
+) -> None:
+    """A deposit that lands while the balance is cached is seen by the next request instead of a 402."""
+    from test_ta_poc_window import make_ta, signed
+
+    from dinfer.node.store import NodeStore
+
+    store = await NodeStore.open(tmp_path / "node.sqlite")
+    ta = await make_ta(chain, actors, genesis, store, http, slot_nodes=0)
+    try:
+        client = actors.client.address
+        balance = await ta.chain.balance(client)
+        ta.reserved[client] = balance - 1  # as if this TA had promised all but 1 wei to starts not yet landed
+        depositor = InferenceClient(ta.chain.inference.contract, TxSender(chain.w3, actors.client,
+                                                                          poll_interval=0.01))
+        await depositor.deposit(10**17)
+        body, headers = signed(actors.client, ta.address)
+        accepted = await ta.admit("chat", body, headers)  # the cached balance alone would refuse it
+        assert accepted.reserve_wei <= 10**17
+    finally:
+        await ta.writer.close()
+        await store.close()
