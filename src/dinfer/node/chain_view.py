@@ -78,6 +78,11 @@ class _TTLCache:
         self._data[key] = (time.monotonic(), value)
         return value
 
+    def shift(self, key: Any, value: Any) -> None:
+        """Replace a stored value, keeping the time it was stored (its expiry)."""
+        if key in self._data:
+            self._data[key] = (self._data[key][0], value)
+
     def drop(self, key: Any) -> None:
         self._data.pop(key, None)
 
@@ -101,7 +106,7 @@ class ChainView:
         self._refreshing: dict[Any, asyncio.Task[None]] = {}
         """Background re-reads of stale-while-revalidate keys, one per key."""
         self._balance_generation: dict[str, int] = {}
-        """Bumped by ``forget_balance``: a read that started before it must not store its (older) answer."""
+        """Bumped by ``forget_balance``/``spend_balance``: a read that started before must not store its answer."""
 
     async def _revalidated(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value of ``key``: fresh → as is; stale but recent → as is, re-read in the background;
@@ -253,8 +258,9 @@ class ChainView:
     async def balance(self, client: str, *, fresh: bool = False) -> int:
         """Escrow balance, cached for the short TTL (never served stale); ``fresh`` reads it now.
 
-        The TA subtracts its own reservations until their starts land and calls ``forget_balance`` when one lands,
-        so its own spending is never counted twice; what others do (a withdrawal, another TA's starts) shows within
+        The TA subtracts its own reservations until their starts land and moves them into the cached value when
+        one lands (``spend_balance``), so its own spending is never counted twice nor missed; what others do (a
+        withdrawal, another TA's starts) shows within
         ``ttl``, as it did between a read and the start's block before — the contract re-checks every start.
         """
         key = ("balance", client)
@@ -267,6 +273,16 @@ class ChainView:
         return int(cached)
 
     def forget_balance(self, client: str) -> None:
-        """Drop ``client``'s cached balance (a start of theirs landed: the escrow moved)."""
+        """Drop ``client``'s cached balance (the escrow moved by an amount this node does not know)."""
         self._balance_generation[client] = self._balance_generation.get(client, 0) + 1
         self._short.drop(("balance", client))
+
+    def spend_balance(self, client: str, wei: int) -> None:
+        """A start of ``client``'s landed and reserved ``wei``: the cached balance (if any) goes down by as much,
+        keeping its age, so steady traffic reads the balance once per TTL rather than once per landed start.
+        A read already on its way (from before the start landed) is not kept."""
+        self._balance_generation[client] = self._balance_generation.get(client, 0) + 1
+        key = ("balance", client)
+        hit = self._short.age(key)
+        if hit is not None:
+            self._short.shift(key, hit[1] - wei)

@@ -314,7 +314,7 @@ class TransferAgent:
         if kind == "start":
             self.pending_starts.pop(iid, None)
             if record is not None:
-                self._release(record)
+                self._release(record, landed=outcome == "applied")
         if record is None:
             return
         if outcome in ("applied", "duplicate"):
@@ -325,9 +325,12 @@ class TransferAgent:
                 record.status = "REJECTED"
         await self.store.put_inference(record)
 
-    def _release(self, record: InferenceRecord) -> None:
+    def _release(self, record: InferenceRecord, *, landed: bool) -> None:
         """The start landed (or was refused): the chain now holds the reservation, not this TA."""
-        self.chain.forget_balance(record.client)
+        if landed:  # the contract took exactly this reservation from the client's balance
+            self.chain.spend_balance(record.client, record.reserved_wei)
+        else:
+            self.chain.forget_balance(record.client)
         left = self.reserved.get(record.client, 0) - record.reserved_wei
         if left > 0:
             self.reserved[record.client] = left

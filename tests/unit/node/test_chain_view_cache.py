@@ -51,11 +51,15 @@ async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[
     assert view.inference.reads == 1
     assert await view.balance(client, fresh=True) == before + 1000
     await paying.deposit(5)
-    view.forget_balance(client)  # a start of this client's landed
+    view.forget_balance(client)  # the escrow moved by an amount this node does not know
     assert await view.balance(client) == before + 1005
+    reads = view.inference.reads
+    view.spend_balance(client, 300)  # a start of this client's landed, reserving 300
+    assert await view.balance(client) == before + 705  # the cached value, moved by the reservation, not read
+    assert view.inference.reads == reads
     await paying.deposit(7)
     await asyncio.sleep(TTL)
-    assert await view.balance(client) == before + 1012  # never served past the TTL
+    assert await view.balance(client) == before + 1012  # never served past the TTL (its age survived the spend)
 
 
 async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-untyped-def]
@@ -71,7 +75,7 @@ async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-u
     while gated.reads < 2:
         await asyncio.sleep(0.01)
     await paying.deposit(50)
-    view.forget_balance(client)  # lands while the older read is still on its way
+    view.forget_balance(client)  # the escrow moves while the older read is still on its way
     gated.gate.set()
     assert await in_flight == before  # that caller gets what it read…
     assert await view.balance(client) == before + 50  # …but the cache did not keep it
