@@ -133,8 +133,7 @@ def test_inactive_executor_is_skipped_and_recorded(network: BackgroundDevnet) ->
 
     _chain(network, lambda w3: set_status(w3, MemberStatus.INACTIVE))
     try:
-        time.sleep(1.5)  # the TA's status cache (1 s)
-        group = _group(host0["url"])
+        group = _group_seeing(host0["url"], host1["address"], "INACTIVE")
         body, headers = request_with_first(network.info.demo_client_key, host0["address"], group, host1["address"])
         r = _post(host0["url"], body, headers)
         assert r.status_code == 200, r.text
@@ -143,7 +142,19 @@ def test_inactive_executor_is_skipped_and_recorded(network: BackgroundDevnet) ->
         assert done["skipped"] == [host1["address"]]
     finally:
         _chain(network, lambda w3: set_status(w3, MemberStatus.ACTIVE))
-        time.sleep(1.5)
+        _group_seeing(host0["url"], host1["address"], "ACTIVE")
+
+
+def _group_seeing(base: str, member: str, status: str, timeout: float = 15) -> dict:
+    """The group once the TA's view (``/v1/epochs/current`` reads the TA's status cache, which answers stale for a
+    few seconds while it re-reads) shows ``member`` with ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        group = _group(base)
+        if group["statuses"][group["members"].index(member)] == status:
+            return group
+        assert time.monotonic() < deadline, f"the TA still sees {member} as {group['statuses']}"
+        time.sleep(0.2)
 
 
 def test_killed_executor_falls_back_with_reassign_and_miss(network: BackgroundDevnet) -> None:

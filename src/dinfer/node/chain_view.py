@@ -52,8 +52,9 @@ class GroupView:
         return selection.eligible_flags(self.active, self.poc_slot, True)
 
 
-STALE_FACTOR = 3.0
-"""How old (in TTLs) a stale-while-revalidate value may be and still be answered while it is re-read."""
+STALE_FACTOR = 2.0
+"""How old (in TTLs) a stale-while-revalidate value may be and still be answered while it is re-read: 2 s at the
+default TTL, inside the 8 blocks (``POC_EDGE_BLOCKS``) in which the contract takes either order at a PoC edge."""
 
 log = logging.getLogger(__name__)
 
