@@ -72,12 +72,17 @@ class Peer:
             if kind is None or frame["type"] == kind:
                 return frame
 
-    def error(self, code: str) -> dict[str, Any]:
+    def settled(self) -> dict[str, Any]:
         """The next frame that is not a chunk of a generation still streaming nor a checkpoint's receipt request
-        (they arrive when the host reaches a checkpoint, in any order with the answer to the last frame sent): an
-        ``error`` with ``code``."""
-        while (frame := self.next())["type"] in ("stream_chunk", "receipt_request"):
-            pass
+        (they arrive when the host reaches a checkpoint, in any order with the answer to the last frame sent)."""
+        while True:
+            frame = self.next()
+            if frame["type"] not in ("stream_chunk", "receipt_request"):
+                return frame
+
+    def error(self, code: str) -> dict[str, Any]:
+        """The next settled frame (``settled``): an ``error`` with ``code``."""
+        frame = self.settled()
         assert frame["type"] == "error" and frame["code"] == code, frame
         return frame
 
@@ -256,8 +261,7 @@ def test_client_errors_cancellation_and_limits(network: BackgroundDevnet) -> Non
         # the tiny random model may stop early, so spend the 200 tokens over as many prompts as it takes (bounded)
         for index in range(20):
             p.prompt(small, index, f"spend it {index}", max_tokens=400)
-            while (frame := p.next())["type"] in ("stream_chunk", "receipt_request"):
-                pass
+            frame = p.settled()
             if frame["type"] == "error":
                 assert frame["code"] == "TOKEN_LIMIT_EXCEEDED", frame
                 break
