@@ -145,18 +145,9 @@ async def _wait(url: str, timeout: float = 120) -> None:
 
 
 def _signed(n: int, key: str, ta: str, group: dict[str, Any], first: str, offset: int) -> list[tuple[bytes, dict]]:
-    """``n`` signed requests whose executor order starts with ``first``."""
-    out: list[tuple[bytes, dict[str, str]]] = []
-    i = offset
-    while len(out) < n:
-        body = _body(i, MODEL)
-        headers = {**sign_headers(body, key, ta), "content-type": "application/json"}
-        iid = inference_id(bytes.fromhex(headers["x-dinfer-signature"][2:]))
-        order = selection.executor_order(iid, group["weights"], 32)
-        if group["members"][order[0]] == first:
-            out.append((body, headers))
-        i += 1
-    return out
+    """``n`` signed requests (prompts ``offset``, ``offset + 1``, …) whose executor order starts with ``first``."""
+    bodies = [_body(i, MODEL) for i in range(offset, offset + n)]
+    return [(body, _signed_body(body, key, ta, group, first)) for body in bodies]
 
 
 def _signed_body(body: bytes, key: str, ta: str, group: dict[str, Any], first: str) -> dict[str, str]:
@@ -210,8 +201,8 @@ async def measure() -> dict[str, Any]:
             groups = (await client.get(f"{host0['url']}/v1/epochs/current")).json()["groups"]
         group = next(g for g in groups if g["model"] == MODEL)
         url = f"{host0['url']}/v1/chat/completions"
-        # The direct server runs beside the devnet, and each concurrency measures direct then dinfer back to back:
-        # both see the same machine (the chain and the idle hosts' block polling included), so the ratio is the
+        # The direct server runs beside the devnet, and each concurrency alternates direct and dinfer rounds: both
+        # see the same machine (the chain and the idle hosts' block polling included), so the ratio is the
         # routing's, not the background's.
         port = free_port()
         direct = _direct_server(model_path, port, tmp / "direct.log")
@@ -230,9 +221,8 @@ async def measure() -> dict[str, Any]:
                     # the same prompts on both sides, in the same order (each engine caches its last prompt)
                     ids = range(offset + r * per_round, offset + (r + 1) * per_round)
                     direct_runs.append(await _run(direct_url, [(_body(i, "m"), JSON) for i in ids], c))
-                    bodies = [_body(i, MODEL) for i in ids]
-                    signed = [(b, _signed_body(b, key, host0["address"], group, host1["address"])) for b in bodies]
-                    dinfer_runs.append(await _run(url, signed, c))
+                    dinfer_runs.append(await _run(url, _signed(per_round, key, host0["address"], group,
+                                                               host1["address"], ids.start), c))
                 offset += 10_000
                 results[f"direct_c{c}"] = _combine(direct_runs)
                 results[f"dinfer_c{c}"] = _combine(dinfer_runs)
@@ -274,10 +264,9 @@ async def _pairs(url: str, n: int, key: str, ta: str, group: dict[str, Any], fir
     first (appended to ``normal``); the runs of the former."""
     runs = []
     for i in range(offset, offset + n):
-        body = _body(i, MODEL)
-        runs.append(await _run(url, [(body, _signed_body(body, key, ta, group, first))], 1))
-        other = _body(i + 500_000, MODEL)  # not the same prompt: the engine would answer it from its prompt cache
-        normal.append(await _run(url, [(other, _signed_body(other, key, ta, group, ta))], 1))
+        runs.append(await _run(url, _signed(1, key, ta, group, first, i), 1))
+        # not the same prompt: the engine would answer it from its prompt cache
+        normal.append(await _run(url, _signed(1, key, ta, group, ta, i + 500_000), 1))
     return runs
 
 
