@@ -261,8 +261,8 @@ class ChainView:
 
         The TA subtracts its own reservations until their starts land and moves them into the cached value when
         one lands (``spend_balance``), so its own spending is never counted twice nor missed; what others do (a
-        withdrawal, another TA's starts) shows within
-        ``ttl``, as it did between a read and the start's block before — the contract re-checks every start.
+        withdrawal, another TA's starts) shows within ``ttl``, as it did between a read and the start's block
+        before — the contract re-checks every start.
         """
         key = ("balance", client)
         cached = None if fresh else self._short.get(key)

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from llama_cpp import Llama
 
 EXPECTED = {"row": 2, "top": 3, "rows": 1}
 """How many of each expression ``Llama._create_completion`` of llama-cpp-python 0.3.36 contains."""
@@ -55,8 +56,6 @@ class _Row(Sequence[float]):
 
 
 def _logprobs(logits: Any) -> np.ndarray:
-    from llama_cpp import Llama
-
     return np.asarray(Llama.logits_to_logprobs(np.asarray(logits, dtype=np.single)))
 
 
@@ -181,7 +180,6 @@ def patch_top_logprobs(cls: type) -> bool:
 
 def main() -> None:
     """``python -m dinfer.mlnode.engines.llamacpp_server`` takes ``llama_cpp.server``'s arguments."""
-    from llama_cpp import Llama
     from llama_cpp.server.__main__ import main as serve
 
     patch_top_logprobs(Llama)
