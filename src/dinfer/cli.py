@@ -11,12 +11,6 @@ from rich.console import Console
 
 from dinfer.errors import DinferError
 
-app = typer.Typer(
-    name="dinfer",
-    help="dinfer — decentralized LLM inference. Example: `dinfer devnet up`.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
 err_console = Console(stderr=True)
 
 # (module, attribute, command name): sub-apps live next to the code they drive.
@@ -47,7 +41,6 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
@@ -61,28 +54,47 @@ def _root(
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def _register_subapps() -> None:
+def build_app(command: str | None = None) -> typer.Typer:
+    """The ``dinfer`` app with every sub-app, or only ``command``'s: a process that runs one command imports only
+    that area's modules (the chain and crypto stacks alone take seconds to import)."""
+    app = typer.Typer(
+        name="dinfer",
+        help="dinfer — decentralized LLM inference. Example: `dinfer devnet up`.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
     for module_name, attr, name in _SUBAPPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):  # area not built yet
-                continue
-            raise
-        if (sub := getattr(module, attr, None)) is not None:
-            if isinstance(sub, typer.Typer):
-                app.add_typer(sub, name=name)
-            else:
-                app.command(name=name)(sub)
+        if command is not None and name != command:
+            continue
+        sub = getattr(importlib.import_module(module_name), attr)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+        else:
+            app.command(name=name)(sub)
+    return app
 
 
-_register_subapps()
+def _command(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` runs (its first word that is not a root option), when it is one of ours; None for
+    ``--help``, ``--version`` or an unknown word (those need every sub-app: to list them, or to say what exists)."""
+    names = {name for _, _, name in _SUBAPPS}
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in names else None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``dinfer.cli.app``: the whole app, built on first use (tests and embedders import it)."""
+    if name == "app":
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Entry point: one readable line on a known error, a traceback only with ``--debug``."""
     try:
-        app()
+        build_app(_command(sys.argv[1:]))()
     except DinferError as exc:
         if "--debug" in sys.argv:
             raise
