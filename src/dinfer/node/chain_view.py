@@ -60,23 +60,24 @@ log = logging.getLogger(__name__)
 
 
 class _TTLCache:
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        self._clock = clock
         self._data: dict[Any, tuple[float, Any]] = {}
 
     def get(self, key: Any) -> Any | None:
         hit = self._data.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+        if hit is not None and self._clock() - hit[0] < self.ttl:
             return hit[1]
         return None
 
     def age(self, key: Any) -> tuple[float, Any] | None:
         """``(seconds since it was stored, value)``, however old; None when never stored."""
         hit = self._data.get(key)
-        return None if hit is None else (time.monotonic() - hit[0], hit[1])
+        return None if hit is None else (self._clock() - hit[0], hit[1])
 
     def put(self, key: Any, value: Any) -> Any:
-        self._data[key] = (time.monotonic(), value)
+        self._data[key] = (self._clock(), value)
         return value
 
     def shift(self, key: Any, value: Any) -> None:
@@ -92,12 +93,12 @@ class ChainView:
     """Read-through caches over the Registry, Epochs and Inference contracts."""
 
     def __init__(self, registry: RegistryClient, epochs: EpochsClient, inference: InferenceClient, *,
-                 ttl: float = 1.0) -> None:
+                 ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.epochs = epochs
         self.inference = inference
-        self._short = _TTLCache(ttl)
-        self._long = _TTLCache(30.0)
+        self._short = _TTLCache(ttl, clock)
+        self._long = _TTLCache(30.0, clock)
         self._groups: dict[tuple[int, bytes], Group] = {}
         self._snapshots: dict[tuple[int, str], Model] = {}
         """Epoch model snapshots never change once taken: cached for good."""

@@ -14,7 +14,20 @@ from dinfer.chain.txqueue import TxSender
 from dinfer.genesis import Genesis
 from dinfer.node.chain_view import STALE_FACTOR, ChainView
 
-TTL = 0.2
+TTL = 1.0
+
+
+class Clock:
+    """The view's clock, moved by the test: ages do not depend on how fast py-evm mines on a busy machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class GatedInference(InferenceClient):
@@ -33,17 +46,19 @@ class GatedInference(InferenceClient):
         return value
 
 
-async def _view(chain: EthTesterBackend, actors: Any, genesis: Genesis) -> tuple[ChainView, InferenceClient]:
+async def _view(chain: EthTesterBackend, actors: Any, genesis: Genesis,
+                clock: Clock | None = None) -> tuple[ChainView, InferenceClient]:
     deployment = await deploy(chain, actors.owner, genesis)
     registry, epochs, inference = clients(chain, deployment, None)
     paying = clients(chain, deployment, TxSender(chain.w3, actors.client, poll_interval=0.01))[2]
-    return ChainView(registry, epochs, GatedInference(inference), ttl=TTL), paying
+    return ChainView(registry, epochs, GatedInference(inference), ttl=TTL, clock=clock or Clock()), paying
 
 
 async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[no-untyped-def]
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
-    view, paying = await _view(chain, actors, genesis)
+    clock = Clock()
+    view, paying = await _view(chain, actors, genesis, clock)
     client = actors.client.address
     before = await view.balance(client)
     await paying.deposit(1000)
@@ -58,7 +73,7 @@ async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[
     assert await view.balance(client) == before + 705  # the cached value, moved by the reservation, not read
     assert view.inference.reads == reads
     await paying.deposit(7)
-    await asyncio.sleep(TTL)
+    clock.advance(TTL)
     assert await view.balance(client) == before + 1012  # never served past the TTL (its age survived the spend)
 
 
@@ -84,27 +99,29 @@ async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-u
 async def test_head_is_answered_stale_while_it_is_re_read(  # type: ignore[no-untyped-def]
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
-    view, _ = await _view(chain, actors, genesis)
+    clock = Clock()
+    view, _ = await _view(chain, actors, genesis, clock)
     first = await view.head()
     await chain.mine(3)
     assert await view.head() == first  # fresh: cached
-    await asyncio.sleep(TTL * 1.2)
+    clock.advance(TTL * 1.2)
     assert await view.head() == first  # stale but recent: answered at once…
     assert view._refreshing  # …while it is re-read in the background
     await asyncio.gather(*view._refreshing.values())
     assert await view.head() == first + 3
     await chain.mine(2)
-    await asyncio.sleep(TTL * (STALE_FACTOR + 0.2))
+    clock.advance(TTL * (STALE_FACTOR + 0.2))
     assert await view.head() == first + 5  # too old to answer: read now
 
 
 async def test_statuses_and_epoch_are_revalidated_too(  # type: ignore[no-untyped-def]
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
-    view, _ = await _view(chain, actors, genesis)
+    clock = Clock()
+    view, _ = await _view(chain, actors, genesis, clock)
     epoch = await view.epoch()
     status = await view.status(epoch, actors.host.address)
-    await asyncio.sleep(TTL * 1.2)
+    clock.advance(TTL * 1.2)
     assert await view.epoch() == epoch
     assert await view.status(epoch, actors.host.address) == status
     assert {"epoch", ("status", epoch, actors.host.address)} <= set(view._refreshing)
