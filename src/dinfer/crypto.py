@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any, NewType
 
 import coincurve
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 from dinfer.errors import CryptoError
@@ -38,6 +36,8 @@ class Keypair:
 
     @classmethod
     def from_private_key(cls, key: str | bytes) -> Keypair:
+        from eth_account import Account  # eth_account's import costs ~1 s; processes that never sign skip it
+
         try:
             acct = Account.from_key(key)
         except (ValueError, TypeError) as exc:
@@ -46,6 +46,8 @@ class Keypair:
 
     @classmethod
     def generate(cls) -> Keypair:
+        from eth_account import Account
+
         acct = Account.create()
         return cls(private_key="0x" + bytes(acct.key).hex(), address=Address(acct.address))
 
@@ -151,6 +153,9 @@ def eip712_domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:
 
 def sign_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any], private_key: str) -> bytes:
     """EIP-712 signature (65 bytes) over ``message`` of the primary type in ``types``."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
     try:
         signable = encode_typed_data(domain_data=domain, message_types=types, message_data=message)
     except Exception as exc:
@@ -160,6 +165,9 @@ def sign_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[str,
 
 def recover_typed(domain: dict[str, Any], types: dict[str, Any], message: dict[str, Any], signature: bytes) -> Address:
     """Signer of an EIP-712 signature; refuses malleable signatures."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
     _check_low_s(signature)
     try:
         signable = encode_typed_data(domain_data=domain, message_types=types, message_data=message)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from eth_account import Account
 
 from dinfer.crypto import Keypair
 from dinfer.errors import ChainError
@@ -28,11 +27,12 @@ DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 
 DEFAULT_CHAIN_ID = 31337
 
-Account.enable_unaudited_hdwallet_features()
-
 
 def derive_accounts(mnemonic: str, count: int) -> list[Keypair]:
     """The first ``count`` accounts of ``mnemonic`` on the standard Ethereum path."""
+    from eth_account import Account  # ~1 s to import: only processes that derive devnet keys pay it
+
+    Account.enable_unaudited_hdwallet_features()
     return [
         Keypair.from_private_key(Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key)
         for i in range(count)
