@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from dinfer.cli_output import emit_json, json_option
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError, InvalidRequest, NodeError, NodeUnavailable
 
 DEVNET_INFO = Path(".devnet") / "devnet.json"

@@ -22,7 +22,7 @@ from dinfer.chain.deploy import bind
 from dinfer.chain.txqueue import TxSender
 from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.sdk._signing import node_address
 from dinfer.sse import events

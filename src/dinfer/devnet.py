@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from dinfer.chain.anvil import DEFAULT_MNEMONIC, AnvilProcess, port_in_use
+from dinfer.chain.anvil import AnvilProcess, port_in_use
 from dinfer.chain.backends import connect
 from dinfer.chain.contracts.epochs import EpochsClient, model_key
 from dinfer.chain.contracts.inference import InferenceClient
@@ -32,6 +32,7 @@ from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import DevnetSettings, ProtocolParams, format_validation_error
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.genesis import Genesis, load_genesis
 from dinfer.supervisor import ManagedProcess, Supervisor
@@ -52,47 +53,6 @@ class HostInfo:
     admin_url: str
     mlnodes: list[dict[str, str]] = field(default_factory=list)
     data_dir: str = ""
-
-
-@dataclass
-class DevnetInfo:
-    """What ``devnet.json`` holds."""
-
-    rpc_url: str
-    chain_id: int
-    deployment: dict[str, Any]
-    owner_key: str
-    treasury: str
-    demo_client_key: str
-    demo_client_address: str
-    model: str = ""
-    mnemonic: str = DEFAULT_MNEMONIC
-    hosts: list[dict[str, Any]] = field(default_factory=list)
-    pid: int = 0
-    discovery_url: str = ""
-    """The devnet's HTTP discovery service (``dinfer discovery serve``), empty when off."""
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> DevnetInfo:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"no devnet at {path}: start one with `make run` (or `dinfer devnet up`)") from None
-
-    @property
-    def contracts(self) -> Deployment:
-        return Deployment(**self.deployment)
-
-    @property
-    def base_url(self) -> str:
-        """OpenAI base URL of the first host."""
-        return self.hosts[0]["url"] + "/v1" if self.hosts else ""
 
 
 def with_params(genesis: Genesis, overrides: dict[str, int]) -> Genesis:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dinfer.cli_output import json_option
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError, NodeError, NodeUnavailable
 
 console = Console()

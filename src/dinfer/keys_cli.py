@@ -19,7 +19,7 @@ from dinfer.chain.backends import connect
 from dinfer.chain.txqueue import TxSender
 from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.node.keys_api import sign_keys_request
 from dinfer.sdk._signing import node_address

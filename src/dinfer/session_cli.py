@@ -25,7 +25,7 @@ from dinfer.chain.deploy import Deployment, bind
 from dinfer.chain.txqueue import TxSender
 from dinfer.cli_output import json_option
 from dinfer.crypto import Keypair, checksum
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.sdk._session_wire import SessionKeys, http_url, signed_auth
 from dinfer.sdk.sessions import (

@@ -25,7 +25,7 @@ from dinfer.chain.txqueue import TxSender
 from dinfer.cli_output import emit_json, json_option, tx_result
 from dinfer.config import ProtocolParams
 from dinfer.crypto import Keypair, checksum
-from dinfer.devnet import DevnetInfo
+from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
 from dinfer.genesis import GenesisModel, load_genesis
 from dinfer.units import eth_to_wei

@@ -199,7 +199,7 @@ class AsyncDinferClient:
     def from_devnet(cls, path: str | Path, private_key: str | Keypair | None = None, *,
                     options: ClientOptions | None = None) -> AsyncDinferClient:
         """A client of the devnet described by ``devnet.json`` (the demo client's key unless one is given)."""
-        from dinfer.devnet import DevnetInfo
+        from dinfer.devnet_info import DevnetInfo
 
         info = DevnetInfo.load(Path(path))
         return cls.connect(private_key or info.demo_client_key, info.rpc_url, info.contracts, options=options)

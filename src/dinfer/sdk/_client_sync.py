@@ -87,7 +87,7 @@ class DinferClient:
     @classmethod
     def from_devnet(cls, path: str | Path, private_key: str | Keypair | None = None, *,
                     options: ClientOptions | None = None) -> DinferClient:
-        from dinfer.devnet import DevnetInfo
+        from dinfer.devnet_info import DevnetInfo
 
         info = DevnetInfo.load(Path(path))
         return cls.connect(private_key or info.demo_client_key, info.rpc_url, info.contracts, options=options)
