@@ -9,6 +9,7 @@ with EIP-191 ``personal_sign``. The contract recomputes the same digest, ``ecrec
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -36,6 +37,16 @@ class Keypair:
 
     @classmethod
     def from_private_key(cls, key: str | bytes) -> Keypair:
+        raw = _plain_key_bytes(key)
+        if raw is not None:
+            # A plain 32-byte key goes straight to libsecp256k1 (the address eth_account derives): a CLI that signs
+            # one request does not pay eth_account's ~1 s import. Anything else, refusals included, goes through it.
+            try:
+                public = coincurve.PrivateKey(raw).public_key
+            except ValueError:
+                pass
+            else:
+                return cls(private_key="0x" + raw.hex(), address=_address_of(public))
         from eth_account import Account  # eth_account's import costs ~1 s; processes that never sign skip it
 
         try:
@@ -50,6 +61,22 @@ class Keypair:
 
         acct = Account.create()
         return cls(private_key="0x" + bytes(acct.key).hex(), address=Address(acct.address))
+
+
+_HEX_KEY = re.compile(r"(?:0[xX])?[0-9a-fA-F]{64}")
+
+
+def _plain_key_bytes(key: object) -> bytes | None:
+    """The 32 bytes of ``key`` when it is raw bytes or exactly 64 hex digits (``0x`` optional), else None."""
+    if isinstance(key, bytes):
+        return bytes(key) if len(key) == 32 else None
+    if isinstance(key, str) and _HEX_KEY.fullmatch(key):
+        return bytes.fromhex(key[-64:])
+    return None
+
+
+def _address_of(public: coincurve.PublicKey) -> Address:
+    return Address(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
 
 
 def checksum(address: str) -> Address:
@@ -123,7 +150,7 @@ def recover_digest_eip191(digest: bytes, signature: bytes) -> Address:
         )
     except Exception as exc:  # libsecp256k1 refuses r/s out of range or a point that does not exist
         raise CryptoError(f"signature does not recover: {exc}") from None
-    return Address(to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:]))
+    return _address_of(public)
 
 
 def sign_request(body: bytes, timestamp: int, ta_address: str, private_key: str) -> bytes:
