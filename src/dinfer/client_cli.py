@@ -16,10 +16,6 @@ import typer
 from rich.console import Console
 
 from dinfer.auth import sign_headers
-from dinfer.chain.backends import connect
-from dinfer.chain.contracts.inference import InferenceClient
-from dinfer.chain.deploy import bind
-from dinfer.chain.txqueue import TxSender
 from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
 from dinfer.devnet_info import DevnetInfo
@@ -132,6 +128,12 @@ def _escrow(rpc: str | None, key: str | None) -> tuple[str, Keypair, str]:
 
 def _run_escrow(rpc: str | None, key: str | None, action: str, amount_wei: int = 0) -> dict[str, Any]:
     """Run one escrow ``action`` as the client key; the account and its escrow balance afterwards."""
+    # The chain stack (web3, contract bindings) takes seconds to import; `dinfer chat` never needs it.
+    from dinfer.chain.backends import connect
+    from dinfer.chain.contracts.inference import InferenceClient
+    from dinfer.chain.deploy import bind
+    from dinfer.chain.txqueue import TxSender
+
     url, signer, address = _escrow(rpc, key)
 
     async def work() -> int:
