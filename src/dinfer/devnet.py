@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from dinfer.chain.deploy import Deployment, bind, deploy_network
 from dinfer.chain.txqueue import TxSender
 from dinfer.config import DevnetSettings, ProtocolParams, format_validation_error
 from dinfer.devnet_info import DevnetInfo
+from dinfer.devnet_info import stop_running as stop_running  # re-exported: it lives with devnet.json
 from dinfer.errors import ConfigError
 from dinfer.genesis import Genesis, load_genesis
 from dinfer.supervisor import ManagedProcess, Supervisor
@@ -266,20 +265,3 @@ class Devnet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def stop_running(state_dir: Path, timeout: float = 30.0) -> bool:
-    """Ask a devnet started in another shell to stop (SIGINT to its supervisor). False if none is running."""
-    path = state_dir / "devnet.json"
-    if not path.exists():
-        return False
-    info = DevnetInfo.load(path)
-    try:
-        os.kill(info.pid, signal.SIGINT)
-    except ProcessLookupError:  # stale file from a killed supervisor
-        path.unlink(missing_ok=True)
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and path.exists():
-        time.sleep(0.1)
-    return True

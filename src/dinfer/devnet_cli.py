@@ -17,7 +17,7 @@ from rich.table import Table
 
 from dinfer.cli_output import emit_json, json_option
 from dinfer.config import DevnetSettings, load_settings
-from dinfer.devnet import Devnet, DevnetInfo, stop_running
+from dinfer.devnet_info import DevnetInfo, stop_running
 from dinfer.errors import ConfigError
 
 app = typer.Typer(help="Run a local dinfer network (anvil + contracts). Example: `dinfer devnet up`.",
@@ -122,6 +122,8 @@ def up(
 
 
 async def _run(settings: DevnetSettings, as_json: bool = False) -> None:
+    from dinfer.devnet import Devnet  # the chain and contract stack (seconds to import): only `up` needs it
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

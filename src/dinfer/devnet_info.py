@@ -1,4 +1,4 @@
-"""``devnet.json``: where a running devnet's chain, contracts and hosts are.
+"""``devnet.json``: where a running devnet's chain, contracts and hosts are; ``stop_running`` stops that devnet.
 
 Apart from ``dinfer.devnet`` so that the many tools that only read the file (``--admin`` defaults, ``dinfer client``,
 the SDK) do not import the devnet's chain and contract stack, which takes seconds.
@@ -7,6 +7,9 @@ the SDK) do not import the devnet's chain and contract stack, which takes second
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,3 +62,20 @@ class DevnetInfo:
     def base_url(self) -> str:
         """OpenAI base URL of the first host."""
         return self.hosts[0]["url"] + "/v1" if self.hosts else ""
+
+
+def stop_running(state_dir: Path, timeout: float = 30.0) -> bool:
+    """Ask a devnet started in another shell to stop (SIGINT to its supervisor). False if none is running."""
+    path = state_dir / "devnet.json"
+    if not path.exists():
+        return False
+    info = DevnetInfo.load(path)
+    try:
+        os.kill(info.pid, signal.SIGINT)
+    except ProcessLookupError:  # stale file from a killed supervisor
+        path.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and path.exists():
+        time.sleep(0.1)
+    return True
