@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from dinfer.errors import NodeError, NodeUnavailable
+from dinfer.http_stream import StreamClient
 from dinfer.node.mlnode_client import MLNodeClient, MLNodeEndpoint
 from dinfer.retry import sleep_or_stop
 
@@ -74,18 +75,27 @@ class MLNodeEntry:
 class Broker:
     """Keeps the ML nodes' states fresh and hands out the least busy one per model."""
 
-    def __init__(self, http: httpx.AsyncClient, *, poll_interval: float = 2.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, streams: StreamClient | None = None, *,
+                 poll_interval: float = 2.0) -> None:
         self.http = http
+        self._own_streams = streams is None
+        self.streams = StreamClient() if streams is None else streams
+        """Inference streams to the ML nodes (the runtime passes its own; a broker made without one owns it)."""
         self.poll_interval = poll_interval
         self._nodes: dict[str, MLNodeEntry] = {}
         self._changed = asyncio.Event()
+
+    async def close(self) -> None:
+        """Close the inference streams' connections when this broker made them."""
+        if self._own_streams:
+            await self.streams.close()
 
     # ------------------------------------------------------------ membership
 
     def add(self, node_id: str, base_url: str, version: str | None = None) -> MLNodeEntry:
         if node_id in self._nodes:
             raise NodeError(f"ML node {node_id!r} is already registered")
-        entry = MLNodeEntry(node_id, MLNodeClient(MLNodeEndpoint(base_url, version), self.http))
+        entry = MLNodeEntry(node_id, MLNodeClient(MLNodeEndpoint(base_url, version), self.http, self.streams))
         self._nodes[node_id] = entry
         return entry
 
@@ -124,7 +134,7 @@ class Broker:
     def set_version(self, version: str | None) -> None:
         """Point every ML-node client at ``version``'s routes at once (no request sees a mix)."""
         for entry in self._nodes.values():
-            entry.client = MLNodeClient(entry.client.endpoint.with_version(version), self.http)
+            entry.client = entry.client.at_version(version)
 
     # ------------------------------------------------------------ state polling
 

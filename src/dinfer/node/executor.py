@@ -118,20 +118,20 @@ class Executor:
             ex.node_id = node.node_id
             async with node.client.open_inference(ROUTES[ex.kind], ex.engine_body(),
                                                   ttft_timeout=self.ttft_timeout) as resp:
-                if resp.status_code >= 400:
-                    detail = (await resp.aread())[:500].decode(errors="replace")
-                    if resp.status_code == 503:
+                if resp.status >= 400:
+                    detail = (await resp.read())[:500].decode(errors="replace")
+                    if resp.status == 503:
                         raise NotServing(f"ML node {node.node_id} busy: {detail}",
                                          retry_after_s=int(resp.headers.get("retry-after", "1")))
-                    raise EngineFailed(f"ML node {node.node_id} answered {resp.status_code}: {detail}",
-                                       status=resp.status_code if resp.status_code < 500 else 502)
+                    raise EngineFailed(f"ML node {node.node_id} answered {resp.status}: {detail}",
+                                       status=resp.status if resp.status < 500 else 502)
                 if ex.request.stream:
-                    async for chunk in self._relay_stream(ex, resp.aiter_raw()):
+                    async for chunk in self._relay_stream(ex, resp.chunks()):
                         if ex.done:
                             await self._record_once(ex)
                         yield chunk
                 else:
-                    raw = self._absorb_json(ex, await resp.aread())
+                    raw = self._absorb_json(ex, await resp.read())
                     await self._record_once(ex)
                     yield raw
         await self._record_once(ex)  # a stream that ended without [DONE]

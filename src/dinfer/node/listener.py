@@ -78,7 +78,7 @@ class Listener:
             try:
                 await self._execute(iid, ta)
                 return
-            except (NodeError, httpx.HTTPError) as exc:
+            except (NodeError, httpx.HTTPError, OSError) as exc:  # OSError: the ML node's stream broke
                 log.warning("chain-first execution of %s not possible yet: %s", iid, exc)
         log.error("giving up the chain-first execution of %s", iid)
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from dinfer.errors import NodeError, NodeUnavailable
+from dinfer.http_stream import StreamClient, StreamFailed, StreamResponse
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,19 @@ class MLNodeEndpoint:
 
 
 class MLNodeClient:
-    """Calls into one ML node. Shares the process-wide ``httpx.AsyncClient``."""
+    """Calls into one ML node: control calls on the process-wide ``httpx.AsyncClient``, inferences on the
+    ``StreamClient`` (the token hot path)."""
 
-    def __init__(self, endpoint: MLNodeEndpoint, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+    def __init__(self, endpoint: MLNodeEndpoint, http: httpx.AsyncClient, streams: StreamClient, *,
+                 timeout: float = 10.0) -> None:
         self.endpoint = endpoint
         self.http = http
+        self.streams = streams
         self.timeout = timeout
+
+    def at_version(self, version: str | None) -> MLNodeClient:
+        """The same ML node under ``version``'s route prefix (an upgrade's target)."""
+        return MLNodeClient(self.endpoint.with_version(version), self.http, self.streams, timeout=self.timeout)
 
     async def _json(self, method: str, url: str, body: dict[str, Any] | None = None,
                     timeout: float | None = None) -> dict[str, Any]:
@@ -96,22 +104,20 @@ class MLNodeClient:
         return await self._json("POST", self.endpoint.inference_url("tokenize"), body)
 
     @asynccontextmanager
-    async def open_inference(self, path: str, body: bytes, *, ttft_timeout: float,
-                             read_timeout: float = 300.0) -> AsyncIterator[httpx.Response]:
+    async def open_inference(self, path: str, body: bytes, *, ttft_timeout: float) -> AsyncIterator[StreamResponse]:
         """Start an OpenAI request (``chat/completions`` or ``completions``) and yield the streaming response.
 
-        The connect + first-byte wait is bounded by ``ttft_timeout``; the caller reads the body.
+        The connect (at most 5 s), the wait for the headers and every silence between chunks are bounded by
+        ``ttft_timeout``; the caller reads the body.
         """
-        request = self.http.build_request(
-            "POST", self.endpoint.inference_url(path), content=body,
-            headers={"content-type": "application/json"},
-            timeout=httpx.Timeout(read_timeout, connect=min(ttft_timeout, 5.0), read=ttft_timeout),
-        )
         try:
-            response = await self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise NodeUnavailable(f"ML node {self.endpoint.base_url}: {type(exc).__name__}: {exc}") from exc
+            response = await self.streams.post(
+                self.endpoint.inference_url(path), body, {"content-type": "application/json"},
+                connect_timeout=min(ttft_timeout, 5.0), read_timeout=ttft_timeout,
+            )
+        except StreamFailed as exc:
+            raise NodeUnavailable(f"ML node {self.endpoint.base_url}: {exc}") from exc
         try:
             yield response
         finally:
-            await response.aclose()
+            await response.close()

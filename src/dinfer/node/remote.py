@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
-
 from dinfer.auth import H_ADDRESS, H_PREVIOUS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest, sign_dispatch
 from dinfer.errors import NodeError
+from dinfer.http_stream import StreamClient, StreamFailed, StreamResponse
 from dinfer.node.executor import ROUTES, Kind
 
 
@@ -54,33 +53,32 @@ class Upstream:
         return cls(first, lambda: gen, close)
 
     @classmethod
-    def from_response(cls, resp: httpx.Response) -> Upstream:
-        chunks = resp.aiter_raw()
+    def from_response(cls, resp: StreamResponse) -> Upstream:
+        chunks = resp.chunks()
 
         async def first() -> bytes:
             try:
                 async for chunk in chunks:
-                    if chunk:
-                        return chunk
-            except httpx.HTTPError as exc:
-                raise UpstreamFailed(f"executor connection failed: {type(exc).__name__}") from exc
+                    return chunk
+            except StreamFailed as exc:
+                raise UpstreamFailed(f"executor connection failed: {exc}") from exc
             raise UpstreamFailed("executor closed the response without output")
 
         async def rest() -> AsyncIterator[bytes]:
             try:
                 async for chunk in chunks:
                     yield chunk
-            except httpx.HTTPError as exc:
-                raise UpstreamFailed(f"executor connection failed mid-stream: {type(exc).__name__}") from exc
+            except StreamFailed as exc:
+                raise UpstreamFailed(f"executor connection failed mid-stream: {exc}") from exc
 
-        return cls(first, rest, resp.aclose)
+        return cls(first, rest, resp.close)
 
 
 class ExecutorPeer:
     """Opens inferences on other hosts' executor API (``POST {url}/v1/executor/...``)."""
 
-    def __init__(self, http: httpx.AsyncClient, ta_key: str, *, connect_timeout: float = 3.0) -> None:
-        self.http = http
+    def __init__(self, streams: StreamClient, ta_key: str, *, connect_timeout: float = 3.0) -> None:
+        self.streams = streams
         self.ta_key = ta_key
         self.connect_timeout = connect_timeout
 
@@ -94,16 +92,15 @@ class ExecutorPeer:
         }
         if previous:
             headers[H_PREVIOUS] = ",".join(previous)
-        request = self.http.build_request(
-            "POST", f"{url.rstrip('/')}/v1/executor/{ROUTES[kind]}", content=body, headers=headers,
-            timeout=httpx.Timeout(read_timeout, connect=self.connect_timeout),
-        )
         try:
-            resp = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamFailed(f"executor {executor} at {url} unreachable: {type(exc).__name__}") from exc
-        if resp.status_code >= 400:
-            detail = (await resp.aread())[:300].decode(errors="replace")
-            await resp.aclose()
-            raise UpstreamFailed(f"executor {executor} answered {resp.status_code}: {detail}")
+            resp = await self.streams.post(f"{url.rstrip('/')}/v1/executor/{ROUTES[kind]}", body, headers,
+                                           connect_timeout=self.connect_timeout, read_timeout=read_timeout)
+        except StreamFailed as exc:
+            raise UpstreamFailed(f"executor {executor} at {url} unreachable: {exc}") from exc
+        if resp.status >= 400:
+            try:
+                detail = (await resp.read())[:300].decode(errors="replace")
+            finally:
+                await resp.close()
+            raise UpstreamFailed(f"executor {executor} answered {resp.status}: {detail}")
         return Upstream.from_response(resp)

@@ -30,6 +30,7 @@ from dinfer.crypto import Keypair
 from dinfer.epochs_clock import Stage
 from dinfer.errors import ChainError, ConfigError
 from dinfer.http_errors import read_limited_body
+from dinfer.http_stream import StreamClient
 from dinfer.node.admin_api import restore_nodes
 from dinfer.node.announcer import Announcer
 from dinfer.node.broker import Broker
@@ -62,6 +63,9 @@ class NodeRuntime:
     deployment: Deployment
     w3: AsyncWeb3
     http: httpx.AsyncClient
+    """Control calls (ML-node states and loads, PoC, validators, discovery)."""
+    streams: StreamClient
+    """The inference hops: TA → executor, executor → ML node (``dinfer.http_stream``)."""
     store: NodeStore
     sender: TxSender
     registry: RegistryClient
@@ -132,7 +136,8 @@ class NodeRuntime:
         epochs = EpochsClient(bind(w3, "Epochs", deployment.address("Epochs")), sender)
         inference = InferenceClient(bind(w3, "Inference", deployment.address("Inference")), sender)
         chain = ChainView(registry, epochs, inference)
-        broker = Broker(http)
+        streams = StreamClient()
+        broker = Broker(http, streams)
         limiter = RateLimiter(per_minute=node.rate_limit_per_minute)
         metrics = NodeMetrics()
         rt_holder: dict[str, TransferAgent] = {}
@@ -145,15 +150,15 @@ class NodeRuntime:
                              on_outcome=on_outcome)
         executor = Executor(broker, store, writer, address=keypair.address, ttft_timeout=node.ttft_timeout_s,
                             metrics=metrics)
-        peers = ExecutorPeer(http, keypair.private_key)
+        peers = ExecutorPeer(streams, keypair.private_key)
         ta = TransferAgent(address=keypair.address, settings=node, chain=chain, store=store, writer=writer,
                            executor=executor, peers=peers, limiter=limiter, metrics=metrics)
         rt_holder["ta"] = ta
         cursor = store.cursor_store()
         listener = Listener(keypair.address, store, chain, executor, peers, http,
                             max_tokens_default=node.max_tokens_default)
-        rt = cls(settings, keypair, deployment, w3, http, store, sender, registry, epochs, inference, chain, writer,
-                 broker, executor, ta, listener, metrics)
+        rt = cls(settings, keypair, deployment, w3, http, streams, store, sender, registry, epochs, inference, chain,
+                 writer, broker, executor, ta, listener, metrics)
         rt.code_hashes = code_hashes
         try:
             rt.gateway = await start_gateway(rt)  # first: a wrong key-encryption key stops the start here
@@ -286,6 +291,7 @@ class NodeRuntime:
         await self.sender.close()
         await self.store.close()
         await self.http.aclose()
+        await self.streams.close()
         await self.w3.provider.disconnect()
 
     async def read_body(self, request: Request) -> bytes:

@@ -470,11 +470,11 @@ class SessionService:
         """Stream one chat completion from the least busy ML node into ``gen`` (and ``on_delta``)."""
         async with self.broker.dispatch(model) as node, node.client.open_inference(
                 "chat/completions", body, ttft_timeout=self.ttft_timeout) as resp:
-            if resp.status_code >= 400:
-                detail = (await resp.aread())[:300].decode(errors="replace")
-                raise EngineFailed(f"ML node {node.node_id} answered {resp.status_code}: {detail}",
-                                   status=resp.status_code)
-            async for event in sse.events(resp.aiter_raw()):
+            if resp.status >= 400:
+                detail = (await resp.read())[:300].decode(errors="replace")
+                raise EngineFailed(f"ML node {node.node_id} answered {resp.status}: {detail}",
+                                   status=resp.status)
+            async for event in sse.events(resp.chunks()):
                 data = event.data
                 if not isinstance(data, dict):
                     continue

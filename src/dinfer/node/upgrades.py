@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from dinfer.config import NodeSettings
 from dinfer.errors import ChainError, NodeError
 from dinfer.node.admin_api import MLNODE_KEY, RegisterMLNode
@@ -238,16 +236,15 @@ class VersionManager:
 
     async def _prepare(self, target: str) -> list[str]:
         """Make sure every enabled ML node answers under ``target`` and serves what it serves now."""
-        results = await asyncio.gather(*(self._prepare_node(e.node_id, e.enabled, e.models,
-                                                            self.broker.http, e.client, target)
+        results = await asyncio.gather(*(self._prepare_node(e.node_id, e.enabled, e.models, e.client, target)
                                          for e in self.broker.nodes()))
         return [p for p in results if p]
 
-    async def _prepare_node(self, node_id: str, enabled: bool, models: list[str], http: httpx.AsyncClient,
-                            current: MLNodeClient, target: str) -> str:
+    async def _prepare_node(self, node_id: str, enabled: bool, models: list[str], current: MLNodeClient,
+                            target: str) -> str:
         if not enabled:
             return ""
-        client = MLNodeClient(current.endpoint.with_version(target), http)
+        client = current.at_version(target)
         try:
             snap = await client.state()
             reported = snap.get("version")

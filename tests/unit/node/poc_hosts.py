@@ -108,6 +108,7 @@ async def running_host(chain: EthTesterBackend, deployment: Deployment, keypair:
         stack.push_async_callback(store.close)
         batches = await PoCBatchStore.open(store)
         broker = Broker(http)
+        stack.push_async_callback(broker.close)
 
         async def height() -> int:
             return int(await chain.w3.eth.block_number)

@@ -93,6 +93,7 @@ class SessionEnv:
     async def close(self) -> None:
         await self.service.close()
         await self.node_store.close()
+        await self.broker.close()
         await self.http.aclose()
 
 

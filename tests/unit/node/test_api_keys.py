@@ -22,6 +22,7 @@ from dinfer.config import NodeSettings
 from dinfer.errors import ConfigError
 from dinfer.genesis import Genesis
 from dinfer.http_errors import HTTPError
+from dinfer.http_stream import StreamClient
 from dinfer.node.api_keys import ApiKey, KeyCipher, KeyLimits, KeyStore, day_of
 from dinfer.node.broker import Broker
 from dinfer.node.chain_view import ChainView
@@ -193,7 +194,7 @@ async def gateway(chain: EthTesterBackend, actors: Any, genesis: Genesis, keys: 
         ta = TransferAgent(address=actors.host.address, settings=settings,
                            chain=ChainView(registry, epochs, inference), store=store, writer=writer,
                            executor=Executor(broker, store, writer, address=actors.host.address, ttft_timeout=5),
-                           peers=ExecutorPeer(http, actors.host.private_key), limiter=RateLimiter(600),
+                           peers=ExecutorPeer(StreamClient(), actors.host.private_key), limiter=RateLimiter(600),
                            metrics=NodeMetrics())
         yield Gateway(keys, ta, store, settings)
         await writer.close()

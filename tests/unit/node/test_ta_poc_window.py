@@ -20,6 +20,7 @@ from dinfer.config import NodeSettings
 from dinfer.crypto import Keypair
 from dinfer.genesis import Genesis
 from dinfer.http_errors import HTTPError
+from dinfer.http_stream import StreamClient
 from dinfer.node.broker import Broker
 from dinfer.node.chain_view import ChainView
 from dinfer.node.chain_writer import ChainWriter
@@ -53,7 +54,7 @@ async def make_ta(chain: EthTesterBackend, actors: Any, genesis: Genesis, store:
     return TransferAgent(address=actors.host.address, settings=NodeSettings(), chain=ChainView(registry, epochs,
                          inference), store=store, writer=writer,
                          executor=Executor(Broker(http), store, writer, address=actors.host.address, ttft_timeout=5),
-                         peers=ExecutorPeer(http, actors.host.private_key), limiter=RateLimiter(600),
+                         peers=ExecutorPeer(StreamClient(), actors.host.private_key), limiter=RateLimiter(600),
                          metrics=NodeMetrics())
 
 
