@@ -11,11 +11,9 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-
-import vyper
-from vyper.compiler.input_bundle import FilesystemInputBundle
 
 from dinfer.errors import ChainError
 
@@ -48,8 +46,19 @@ def cache_dir() -> Path:
     return path
 
 
+def _vyper_version() -> str:
+    """``vyper.__version__`` (the installed distribution's version) without importing the compiler (~0.25 s): a
+    process that finds its contracts in the cache never needs it."""
+    try:
+        return version("vyper")
+    except PackageNotFoundError:  # a source checkout of vyper: ask the package itself
+        import vyper
+
+        return vyper.__version__
+
+
 def _source_hash(root: Path, name: str) -> str:
-    digest = hashlib.sha256(f"vyper {vyper.__version__}\n{name}\n".encode())
+    digest = hashlib.sha256(f"vyper {_vyper_version()}\n{name}\n".encode())
     for path in sorted([*root.rglob("*.vy"), *root.rglob("*.vyi")]):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
@@ -68,6 +77,9 @@ def compile_contract(name: str) -> CompiledContract:
     if cached.is_file():
         data = json.loads(cached.read_text())
         return CompiledContract(name=name, abi=data["abi"], bytecode=data["bytecode"])
+    import vyper
+    from vyper.compiler.input_bundle import FilesystemInputBundle
+
     try:
         out = vyper.compile_code(
             source_path.read_text(),
