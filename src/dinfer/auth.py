@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from dinfer import crypto
 from dinfer.crypto import Address
-from dinfer.errors import CryptoError, DinferError
+from dinfer.errors import AuthError as AuthError  # defined with the other errors; re-exported here
+from dinfer.errors import CryptoError
 
 H_ADDRESS = "x-dinfer-address"
 H_TIMESTAMP = "x-dinfer-timestamp"
@@ -31,10 +32,6 @@ SIGNING_HELP = (
     "(EIP-191 signature of keccak256(abi.encode(sha256(body), timestamp, ta))) — the dinfer SDK does this for you: "
     "dinfer.sdk.openai_client(base_url, private_key)"
 )
-
-
-class AuthError(DinferError):
-    """A request's signature headers are missing, malformed, stale or do not match (HTTP 401)."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,10 @@ class CryptoError(DinferError, ValueError):
     """A key, signature or typed-data payload could not be parsed or verified."""
 
 
+class AuthError(DinferError):
+    """A request's signature headers are missing, malformed, stale or do not match (HTTP 401)."""
+
+
 class ChainError(DinferError):
     """Failure talking to, or refused by, the chain."""
 

@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dinfer.auth import AuthError
 from dinfer.errors import (
+    AuthError,
     ChainError,
     Conflict,
     DinferError,

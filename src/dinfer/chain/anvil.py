@@ -15,12 +15,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
-from dinfer.crypto import Keypair
 from dinfer.errors import ChainError
 from dinfer.processes import spawn_group, terminate_group
+
+if TYPE_CHECKING:
+    from dinfer.crypto import Keypair
 
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 """anvil's well-known development mnemonic. Never use these keys on a real chain."""
@@ -30,7 +33,11 @@ DEFAULT_CHAIN_ID = 31337
 
 def derive_accounts(mnemonic: str, count: int) -> list[Keypair]:
     """The first ``count`` accounts of ``mnemonic`` on the standard Ethereum path."""
-    from eth_account import Account  # ~1 s to import: only processes that derive devnet keys pay it
+    # Local imports: eth_account takes ~1 s and dinfer.crypto brings eth_utils, while the many readers of
+    # devnet.json import this module only for DEFAULT_MNEMONIC.
+    from eth_account import Account
+
+    from dinfer.crypto import Keypair
 
     Account.enable_unaudited_hdwallet_features()
     return [
