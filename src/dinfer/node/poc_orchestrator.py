@@ -32,7 +32,7 @@ from dinfer.chain.contracts.registry import RegistryClient
 from dinfer.config import NodeSettings, ProtocolParams
 from dinfer.epochs_clock import Stage, poc_start_at, stage_at
 from dinfer.errors import ChainError, DinferError, NodeError, TxReverted
-from dinfer.mlnode.poc import PoCParams, params_for_model
+from dinfer.mlnode.poc_params import PoCParams, params_for_model
 from dinfer.node.broker import Broker, MLNodeEntry
 from dinfer.node.epoch_loader import EpochLoader
 from dinfer.node.poc_batches import PoCBatchStore

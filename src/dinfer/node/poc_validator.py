@@ -28,7 +28,7 @@ import httpx
 from eth_utils import keccak
 
 from dinfer.errors import NodeError
-from dinfer.mlnode.poc import PoCParams
+from dinfer.mlnode.poc_params import PoCParams
 from dinfer.node.mlnode_client import MLNodeClient
 from dinfer.node.poc_batches import Leaves
 
