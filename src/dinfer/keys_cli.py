@@ -15,13 +15,11 @@ from typing import Any
 import httpx
 import typer
 
-from dinfer.chain.backends import connect
-from dinfer.chain.txqueue import TxSender
+from dinfer.auth import sign_keys_request
 from dinfer.cli_output import emit_json, json_option
 from dinfer.crypto import Keypair
 from dinfer.devnet_info import DevnetInfo
 from dinfer.errors import ConfigError
-from dinfer.node.keys_api import sign_keys_request
 from dinfer.sdk._signing import node_address
 
 keys_app = typer.Typer(help="API keys for plain OpenAI clients (gateway mode). Example: `dinfer keys create "
@@ -84,6 +82,9 @@ def call(node: str, key: str, method: str, path: str, payload: dict[str, Any] | 
 
 def transfer(rpc: str, key: str, to: str, value: int) -> str:
     """Send ``value`` wei from ``key`` to ``to``; the transaction hash."""
+    # The chain stack (web3) takes seconds to import; the other `dinfer keys` commands only sign HTTP requests.
+    from dinfer.chain.backends import connect
+    from dinfer.chain.txqueue import TxSender
 
     async def send() -> str:
         w3 = connect([rpc])

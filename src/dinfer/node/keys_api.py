@@ -7,26 +7,26 @@ moves ETH it holds into its escrow) · ``GET /v1/usage`` (tokens, cost and reque
 
 A client signs a keys request like an inference request (EIP-191, ``X-Dinfer-Address/-Timestamp/-TA/-Signature``),
 but over a domain-separated digest that also binds the method and path — so the signature can never pass as an
-inference authorisation, nor a listing as a revocation.
+inference authorisation, nor a listing as a revocation. Signing and checking live in ``dinfer.auth``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eth_utils import keccak
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dinfer import crypto
-from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
+from dinfer.auth import H_SIGNATURE, AuthError, verify_keys_request
+from dinfer.auth import keys_digest as keys_digest  # the signing side lives in dinfer.auth; re-exported here
+from dinfer.auth import sign_keys_request as sign_keys_request
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.txqueue import TxSender
-from dinfer.errors import ChainError, CryptoError, InvalidRequest
+from dinfer.errors import ChainError, InvalidRequest
 from dinfer.http_errors import HTTPError, validation_message
 from dinfer.node.api_keys import ApiKey, KeyLimits, day_of
 from dinfer.node.gateway import Gateway, bearer_key
@@ -41,52 +41,6 @@ CREATE_SEEN_KEY = "api_key_create/{}"
 """KV marker of a used creation signature (a replayed ``POST /v1/keys`` makes no second key)."""
 DEPOSIT_GAS = 100_000
 """Gas budget of one ``deposit()`` from a key account (what its ETH must cover besides the amount)."""
-
-
-def keys_digest(method: str, path: str, body: bytes, timestamp: int, ta: str) -> bytes:
-    """``keccak256("dinfer-keys-v1" ‖ METHOD ‖ " " ‖ path ‖ "\\n" ‖ sha256(body) ‖ uint256 ts ‖ ta)``."""
-    return keccak(b"dinfer-keys-v1" + f"{method.upper()} {path}\n".encode() + crypto.sha256(body)
-                  + timestamp.to_bytes(32, "big") + bytes.fromhex(crypto.checksum(ta)[2:]))
-
-
-def sign_keys_request(method: str, path: str, body: bytes, private_key: str, ta: str,
-                      timestamp: int | None = None) -> dict[str, str]:
-    """Headers that let the signer manage its API keys on the node ``ta``.
-
-    Example:
-        >>> headers = sign_keys_request("GET", "/v1/keys", b"", client_key, node_address)   # doctest: +SKIP
-    """
-    ts = int(time.time()) if timestamp is None else timestamp
-    signer = crypto.Keypair.from_private_key(private_key)
-    sig = crypto.sign_digest_eip191(keys_digest(method, path, body, ts, ta), private_key)
-    return {H_ADDRESS: signer.address, H_TIMESTAMP: str(ts), H_TA: crypto.checksum(ta), H_SIGNATURE: "0x" + sig.hex()}
-
-
-def verify_keys_request(headers: Mapping[str, str], method: str, path: str, body: bytes, *, ta: str,
-                        window_s: int, now: float | None = None) -> crypto.Address:
-    """The client that signed this keys request; ``AuthError`` (401) when unsigned, stale or forged."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    try:
-        client = crypto.checksum(lower[H_ADDRESS])
-        ts = int(lower[H_TIMESTAMP])
-        signed_ta = crypto.checksum(lower.get(H_TA) or ta)
-        sig = bytes.fromhex(lower[H_SIGNATURE].removeprefix("0x"))
-    except (KeyError, ValueError, CryptoError):
-        raise AuthError("sign keys requests: X-Dinfer-Address, X-Dinfer-Timestamp, X-Dinfer-Signature (EIP-191 of "
-                        "keccak256('dinfer-keys-v1' ‖ METHOD ' ' path '\\n' ‖ sha256(body) ‖ uint256 timestamp ‖ "
-                        "node address)); `dinfer keys` does this") from None
-    if signed_ta != crypto.checksum(ta):
-        raise AuthError(f"keys request is signed for node {signed_ta}, but this node is {crypto.checksum(ta)}")
-    current = time.time() if now is None else now
-    if abs(current - ts) > window_s:
-        raise AuthError(f"keys request timestamp {ts} is more than {window_s} s from now; sign it again")
-    try:
-        signer = crypto.recover_digest_eip191(keys_digest(method, path, body, ts, ta), sig)
-    except CryptoError as exc:
-        raise AuthError(f"bad keys-request signature: {exc}") from None
-    if signer != client:
-        raise AuthError(f"keys request signed by {signer}, not by {client} (body or path changed after signing?)")
-    return client
 
 
 # ------------------------------------------------------------ bodies
