@@ -18,12 +18,13 @@ from network import (
     wait_status,
 )
 
+from dinfer.auth import H_PREVIOUS, sign_dispatch
 from dinfer.chain.backends import connect
 from dinfer.chain.contracts.epochs import EpochsClient, MemberStatus
 from dinfer.chain.contracts.inference import InferenceClient
 from dinfer.chain.deploy import bind
 from dinfer.chain.txqueue import TxSender
-from dinfer.crypto import Keypair
+from dinfer.crypto import Keypair, inference_id
 from dinfer.sdk import openai_client
 
 pytestmark = pytest.mark.e2e
@@ -101,6 +102,28 @@ def test_remote_executor_gets_paid(network: BackgroundDevnet) -> None:
     assert r.headers["x-dinfer-executor"] == host2["address"]
     done = wait_status(host0["url"], r.headers["x-dinfer-inference-id"], "FINISHED")
     assert done["executor"] == host2["address"]
+
+
+def test_an_executor_takes_work_only_from_a_host_and_in_order(network: BackgroundDevnet) -> None:
+    """Straight to host2's executor API: refused while the order names host1 (ACTIVE) first, or when the dispatch
+    is not signed by the TA the client chose; taken once the TA says it already tried host1."""
+    host0, host1, host2 = network.host(0), network.host(1), network.host(2)
+    group = _group(host0["url"])
+    body, headers = request_with_first(network.info.demo_client_key, host0["address"], group, host1["address"])
+    assert host2["address"] in order_of(headers, group)
+    iid = "0x" + inference_id(bytes.fromhex(headers["x-dinfer-signature"][2:])).hex()
+    url = f"{host2['url']}/v1/executor/chat/completions"
+
+    def send(extra: dict[str, str]) -> httpx.Response:
+        return httpx.post(url, content=body, headers={**headers, **extra}, timeout=120)
+
+    r = send(sign_dispatch(iid, host2["address"], host0["key"]))
+    assert r.status_code == 403 and host1["address"] in r.json()["error"]["message"], r.text
+    r = send({**sign_dispatch(iid, host2["address"], host1["key"]), H_PREVIOUS: host1["address"]})
+    assert r.status_code == 401 and "dispatch signed by" in r.json()["error"]["message"], r.text
+    r = send({**sign_dispatch(iid, host2["address"], host0["key"]), H_PREVIOUS: host1["address"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_metrics_after_traffic(network: BackgroundDevnet) -> None:

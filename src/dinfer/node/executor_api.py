@@ -68,13 +68,15 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         raise ModelNotFound(f"model {req.model!r} is not served in the current epoch")
     previous = {checksum(p) for p in headers.get(H_PREVIOUS, "").split(",") if p.strip()}
     iid = bytes.fromhex(signed.inference_id[2:])
-    order = selection.order_from_prefix(iid, group.group.cumulative, await rt.chain.max_draws())
     members = group.group.members
-    mine = [i for i in order if members[i] == rt.address]
-    if not mine:
+    before: list[int] = []  # the members drawn before this host (drawing stops at this host: ~25 µs a draw)
+    for i in selection.iter_order(iid, group.group.cumulative, await rt.chain.max_draws()):
+        if members[i] == rt.address:
+            break
+        before.append(i)
+    else:
         raise HTTPError(403, f"this host ({rt.address}) is not in the executor order of {signed.inference_id}",
                         "permission_error")
-    before = order[: order.index(mine[0])]
     eligible = group.eligible
     blocking = [members[i] for i in before if eligible[i] and members[i] not in previous]
     if blocking:
