@@ -59,6 +59,10 @@ default TTL, inside the 8 blocks (``POC_EDGE_BLOCKS``) in which the contract tak
 log = logging.getLogger(__name__)
 
 
+_MISSING = object()
+"""Not in the cache, or too old to answer with."""
+
+
 class _TTLCache:
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
@@ -113,17 +117,25 @@ class ChainView:
     async def _revalidated(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value of ``key``: fresh → as is; stale but recent → as is, re-read in the background;
         missing or too old → read now."""
+        value = self._answerable(key, load)
+        if value is _MISSING:
+            return self._short.put(key, await load())
+        return value
+
+    def _answerable(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        """``_revalidated`` without waiting: the cached value (a stale one starts its background re-read), or
+        ``_MISSING`` when it must be read now."""
         hit = self._short.age(key)
-        if hit is not None:
-            age, value = hit
-            if age < self._short.ttl:
-                return value
-            if age < STALE_FACTOR * self._short.ttl:
-                if key not in self._refreshing:
-                    task = asyncio.get_running_loop().create_task(self._refresh(key, load))
-                    self._refreshing[key] = task
-                return value
-        return self._short.put(key, await load())
+        if hit is None:
+            return _MISSING
+        age, value = hit
+        if age < self._short.ttl:
+            return value
+        if age < STALE_FACTOR * self._short.ttl:
+            if key not in self._refreshing:
+                self._refreshing[key] = asyncio.get_running_loop().create_task(self._refresh(key, load))
+            return value
+        return _MISSING
 
     async def _refresh(self, key: Any, load: Callable[[], Awaitable[Any]]) -> None:
         try:
@@ -187,7 +199,7 @@ class ChainView:
         if not group.members:
             self._groups.pop(gkey, None)  # groups may still be forming: look again next time
             return None
-        statuses = await asyncio.gather(*(self.status(epoch, m) for m in group.members))
+        statuses = await self._statuses(epoch, group.members)
         window = await self.poc_window(epoch)
         if not window.contains(await self.head() + 1, poc_edge):
             return GroupView(epoch, model, group, tuple(statuses))
@@ -237,8 +249,22 @@ class ChainView:
     async def status(self, epoch: int, member: str) -> MemberStatus:
         """A member's status (stale-while-revalidate over the short TTL)."""
         return await self._revalidated(  # type: ignore[no-any-return]
-            ("status", epoch, member), lambda: self.epochs.status_of(epoch, member)
+            ("status", epoch, member), self._status_loader(epoch, member)
         )
+
+    async def _statuses(self, epoch: int, members: tuple[str, ...]) -> tuple[MemberStatus, ...]:
+        """Every member's status: from the cache without a task per member (the hot path), the missing ones read
+        concurrently."""
+        statuses = [self._answerable(("status", epoch, m), self._status_loader(epoch, m)) for m in members]
+        missing = [i for i, st in enumerate(statuses) if st is _MISSING]
+        if missing:
+            read = await asyncio.gather(*(self.status(epoch, members[i]) for i in missing))
+            for i, st in zip(missing, read, strict=True):
+                statuses[i] = st
+        return tuple(statuses)
+
+    def _status_loader(self, epoch: int, member: str) -> Callable[[], Awaitable[MemberStatus]]:
+        return lambda: self.epochs.status_of(epoch, member)
 
     def forget_status(self, epoch: int, member: str) -> None:
         self._short.drop(("status", epoch, member))
