@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, AuthError
+from dinfer.auth import AuthError
 from dinfer.crypto import checksum, recover_digest_eip191
 from dinfer.errors import CryptoError, DinferError, InvalidRequest, ModelNotFound, TxReverted
 from dinfer.http_errors import HTTPError, JSONBytesResponse, classify
@@ -19,12 +19,12 @@ from dinfer.node.broker import NoNodeAvailable
 from dinfer.node.epoch_api import served_snapshot
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
+from dinfer.node.ta import TA_REQUEST_KEY
 
 if TYPE_CHECKING:
     from dinfer.node.runtime import NodeRuntime
 
 router = APIRouter()
-TA_REQUEST_KEY = "ta_request/{}"
 
 
 def _rt(request: Request) -> NodeRuntime:
@@ -58,10 +58,6 @@ async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     ta = await gateway.for_request(rt, headers)  # rt.ta for signed requests; `Bearer dk-…` → the key's agent
     acc = await ta.admit(kind, body, headers)
-    await rt.store.kv_set(TA_REQUEST_KEY.format(acc.inference_id), orjson.dumps({
-        "kind": kind, "body_hex": body.hex(),
-        "headers": {h: headers[h] for h in (H_ADDRESS, H_TIMESTAMP, H_TA, H_SIGNATURE)} | {"x-dinfer-kind": kind},
-    }).decode())
     out = await ta.dispatch(acc)
     if acc.request.stream:
         return StreamingResponse(ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from dinfer import selection, sse
-from dinfer.auth import SignedRequest, verify_headers
+from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest, verify_headers
 from dinfer.chain.contracts.epochs import model_key
 from dinfer.chain.contracts.inference import ReassignRecord, StartRecord
 from dinfer.config import NodeSettings
@@ -38,6 +38,8 @@ from dinfer.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 MAX_PRICE_HEADER = "x-dinfer-max-price"
+TA_REQUEST_KEY = "ta_request/{}"
+"""KV key of a dispatched request as signed by its client (``GET /v1/ta/requests/{id}``: chain-first executors)."""
 
 
 @dataclass
@@ -90,6 +92,8 @@ class TransferAgent:
         self.reserved: dict[str, int] = {}
         """Escrow this TA promised for starts not yet on chain, per client (so bursts cannot overspend)."""
         self.pending_starts: dict[str, asyncio.Future[Any]] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        """Record updates written off the request's path (held here until done)."""
 
     # ------------------------------------------------------------ admission
 
@@ -157,14 +161,15 @@ class TransferAgent:
                                  ta=self.address, executor=members[first], status="RECEIVED",
                                  skipped=[members[i] for i in skipped], price_per_token=acc.price,
                                  reserved_wei=acc.reserve_wei)
-        await self.store.put_inference(record)
         self.reserved[acc.signed.client] = self.reserved.get(acc.signed.client, 0) + acc.reserve_wei
         start = StartRecord(
             body_hash=sha256(acc.body), timestamp=acc.signed.timestamp, signature=acc.signed.signature,
             model_key=model_key(acc.group.model.id), executor=members[first], skipped=tuple(record.skipped),
             prompt_tokens_est=acc.prompt_tokens_est, max_tokens=acc.max_tokens,
         )
-        self.pending_starts[iid] = self.writer.queue_start(start)
+        starting = asyncio.ensure_future(self._store_then_start(acc, record, start))
+        starting.add_done_callback(_retrieve)
+        self.pending_starts[iid] = starting
 
         candidate: int | None = first
         attempts: list[dict[str, Any]] = []
@@ -192,7 +197,7 @@ class TransferAgent:
             if len(attempts) > 1:
                 self.metrics.fallbacks.inc()
             record.executor, record.attempts, record.status = member, attempts, "STREAMING"
-            await self.store.put_inference(record)
+            self._write_soon(record)
             headers = {
                 "x-dinfer-inference-id": iid,
                 "x-dinfer-executor": member,
@@ -208,6 +213,38 @@ class TransferAgent:
         raise HTTPError(503, f"no executor could serve inference {iid} after {len(attempts)} attempt(s): "
                         + "; ".join(f"{a['executor']}: {a.get('reason', '')}" for a in attempts),
                         "service_unavailable", headers={"Retry-After": "2"})
+
+    async def _store_then_start(self, acc: Accepted, record: InferenceRecord, start: StartRecord) -> Any:
+        """Off the request's path (the client's first token does not wait for SQLite): the signed request, which
+        an executor that sees the start on chain first fetches, and the record; then the start is queued — after
+        both, so its outcome finds the record and the request is there to fetch. Every later write of the record
+        is queued behind these on the store's one connection and carries the record's latest state."""
+        try:
+            await self.store.kv_set(TA_REQUEST_KEY.format(acc.inference_id), orjson.dumps({
+                "kind": acc.kind, "body_hex": acc.body.hex(),
+                "headers": {H_ADDRESS: acc.signed.client, H_TIMESTAMP: str(acc.signed.timestamp), H_TA: acc.signed.ta,
+                            H_SIGNATURE: "0x" + acc.signed.signature.hex(), "x-dinfer-kind": acc.kind},
+            }).decode())
+            await self.store.put_inference(record)
+        except Exception:
+            log.exception("inference %s: not recorded, so not started on chain (its executor will not be paid, "
+                          "its client not charged)", acc.inference_id)
+            self.pending_starts.pop(acc.inference_id, None)
+            self._release(record, landed=False)
+            raise
+        return await self.writer.queue_start(start)
+
+    def _write_soon(self, record: InferenceRecord) -> None:
+        """Store ``record`` without waiting for it (the store's connection keeps writes in order)."""
+        async def write() -> None:
+            try:
+                await self.store.put_inference(record)
+            except Exception:
+                log.exception("inference %s: record not stored", record.id)
+
+        task = asyncio.ensure_future(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _no_executor(self, acc: Accepted) -> HTTPError:
         """503 when the order has no eligible member; during PoC, Retry-After is the end of the PoC window."""
@@ -336,3 +373,9 @@ class TransferAgent:
             self.reserved[record.client] = left
         else:
             self.reserved.pop(record.client, None)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a start's failure as seen: it was logged where it happened, and a reassign awaiting it says so."""
+    if not task.cancelled():
+        task.exception()
