@@ -53,9 +53,10 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPT = "Write a short story about a lighthouse keeper."
 MAX_TOKENS = 8 if SMALL else 48
 THREADS = 1
-"""llama.cpp threads in both setups. On this 2-core machine a 2-thread engine stalls whenever anything else runs
-(its threads spin-wait on each other), which would measure core contention rather than routing; one thread leaves
-the other core to the proxies, as a GPU host's CPU is left to them."""
+"""llama.cpp threads in both setups, for decoding and for prompts (the ML node passes ``engine_threads`` as both). On
+this 2-core machine a 2-thread engine stalls whenever anything else runs (its threads spin-wait on each other), which
+would measure core contention rather than routing; one thread leaves the other core to the proxies, as a GPU host's
+CPU is left to them."""
 RUNS = {1: 2, 8: 8, 32: 32} if SMALL else {1: 16, 8: 24, 32: 64}  # concurrency -> requests
 ROUNDS = {1: 2, 8: 1, 32: 1} if SMALL else {1: 8, 8: 3, 32: 2}
 """Each concurrency alternates direct and dinfer in this many rounds (requests split evenly), so a slower or
@@ -125,8 +126,8 @@ def _direct_server(model_path: Path, port: int, log: Path) -> subprocess.Popen[b
     # --interrupt_requests False: by default a new request cancels the running stream (the ML node never sends
     # two at once; the direct baseline must queue instead).
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_threads", str(THREADS), "--n_ctx", "2048", "--verbose", "False",
-           "--interrupt_requests", "False", "--chat_format", "chat_template.default"]
+           "--port", str(port), "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS), "--n_ctx", "2048",
+           "--verbose", "False", "--interrupt_requests", "False", "--chat_format", "chat_template.default"]
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 

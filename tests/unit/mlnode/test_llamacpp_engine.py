@@ -49,6 +49,15 @@ async def test_load_reports_ready_and_unload_ends_the_process(engine: LlamaCppEn
     assert process_gone(health.pid)
 
 
+def test_engine_threads_bound_decoding_and_prompts_unless_the_model_sets_them(tmp_path: Path) -> None:
+    engine = LlamaCppEngine(MLNodeSettings(engine_threads=1), httpx.AsyncClient(), on_failure=lambda _: None,
+                            log_dir=tmp_path)
+    cmd = engine.command(ModelSpec("tiny", "x.gguf"), 1)
+    assert cmd[cmd.index("--n_threads") + 1] == cmd[cmd.index("--n_threads_batch") + 1] == "1"
+    cmd = engine.command(ModelSpec("tiny", "x.gguf", args=("--n_threads_batch", "4")), 1)
+    assert cmd.count("--n_threads_batch") == 1 and cmd[cmd.index("--n_threads_batch") + 1] == "4"
+
+
 async def test_prompt_tokens_match_the_engines_own_usage(engine: LlamaCppEngine, client: httpx.AsyncClient) -> None:
     direct = await client.post(engine.base_url + "/v1/chat/completions", json={**CHAT, "max_tokens": 1})
     assert await engine.count_prompt_tokens("chat", CHAT) == direct.json()["usage"]["prompt_tokens"]

@@ -97,8 +97,11 @@ class LlamaCppEngine(OpenAIServerEngine):
             "--verbose", "False",
             "--chat_format", "chat_template.default",
         ]  # fmt: skip
-        if "n_threads" not in pairs:
-            argv += ["--n_threads", str(self.settings.engine_threads)]
+        # Both thread counts: llama_cpp.server's prompt-batch threads default to every core, so a node limited to
+        # one thread would still take the whole machine for each prompt.
+        for threads in ("n_threads", "n_threads_batch"):
+            if threads not in pairs:
+                argv += [f"--{threads}", str(self.settings.engine_threads)]
         for name, value in pairs.items():
             argv += [f"--{name}", value]
         return argv
