@@ -3,7 +3,7 @@
 Nothing outside ``dinfer.chain`` knows the pool exists: ``AsyncWeb3(PooledProvider(urls))`` behaves like any
 provider. Behaviour:
 
-* N endpoints × ``connections_per_url`` connections (each its own ``httpx.AsyncClient``), round-robin over the
+* N endpoints × ``connections_per_url`` connections (each its own aiohttp session), round-robin over the
   healthy ones;
 * a connection is health-checked (``eth_chainId``) before first use, and every ``health_interval`` seconds in
   the background;
@@ -13,6 +13,10 @@ provider. Behaviour:
   raises ``RpcUnavailable`` naming every endpoint.
 
 JSON-RPC *errors* (a revert, "nonce too low") are answers, not connection failures: they are returned as-is.
+
+aiohttp rather than httpx: a node's background work (receipt watching, event polling, per-block reads) is mostly
+RPC round trips, and httpx spends ~1.5 ms of CPU on each against ~0.3 ms for aiohttp (measured against anvil) — CPU
+taken from the engine on a host where both share the cores.
 
 ``eth_chainId`` is answered from memory after its first result: web3's validation middleware asks for it before
 every ``eth_call``/``eth_estimateGas``/``eth_sendTransaction``, which doubled the round trips of every contract read,
@@ -28,7 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from web3.providers.async_base import AsyncJSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
@@ -38,7 +42,8 @@ from dinfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_ERRORS = (httpx.TransportError, ConnectionError, OSError)
+_CONNECTION_ERRORS = (aiohttp.ClientError, ConnectionError, OSError)  # OSError covers TimeoutError
+_PROBE = b'{"jsonrpc":"2.0","id":0,"method":"eth_chainId","params":[]}'
 
 
 @dataclass
@@ -47,7 +52,7 @@ class PoolConnection:
 
     url: str
     slot: int
-    client: httpx.AsyncClient | None = None
+    client: aiohttp.ClientSession | None = None
     healthy: bool = False
     checked: bool = False
     failures: int = 0
@@ -137,7 +142,7 @@ class PooledProvider(AsyncJSONBaseProvider):
                 await task
         for conn in self._connections:
             if conn.client is not None:
-                await conn.client.aclose()
+                await conn.client.close()
                 conn.client = None
 
     # ------------------------------------------------------------ pool internals
@@ -150,21 +155,27 @@ class PooledProvider(AsyncJSONBaseProvider):
             replaced=self._replaced,
         )
 
-    def _new_client(self, conn: PoolConnection) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=conn.url,
-            timeout=self._timeout,
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+    def _new_client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=8),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
             headers={"Content-Type": "application/json"},
         )
+
+    @staticmethod
+    async def _post(conn: PoolConnection, body: bytes) -> bytes:
+        """One JSON-RPC POST on ``conn``; an HTTP error status raises (a connection failure, not an answer)."""
+        assert conn.client is not None
+        async with conn.client.post(conn.url, data=body) as resp:
+            resp.raise_for_status()
+            return await resp.read()
 
     async def _probe(self, conn: PoolConnection) -> bool:
         """Health check: a fresh client (if needed) answers ``eth_chainId``."""
         if conn.client is None:
-            conn.client = self._new_client(conn)
+            conn.client = self._new_client()
         try:
-            resp = await conn.client.post("", content=b'{"jsonrpc":"2.0","id":0,"method":"eth_chainId","params":[]}')
-            ok = resp.status_code == 200 and "result" in orjson.loads(resp.content)
+            ok = "result" in orjson.loads(await self._post(conn, _PROBE))
         except (*_CONNECTION_ERRORS, ValueError):
             ok = False
         conn.checked = True
@@ -197,7 +208,7 @@ class PooledProvider(AsyncJSONBaseProvider):
                 return True
             old, conn.client = conn.client, None
             if old is not None:
-                await old.aclose()
+                await old.close()
             return await self._probe(conn)
 
     async def _heal(self, conn: PoolConnection) -> None:
@@ -230,13 +241,11 @@ class PooledProvider(AsyncJSONBaseProvider):
                 if not conn.checked and not await self._reset_and_probe(conn):
                     self._mark_failed(conn, "initial health check failed")
                     continue
-                assert conn.client is not None
                 try:
-                    resp = await conn.client.post("", content=body)
-                    resp.raise_for_status()
+                    answer = orjson.loads(await self._post(conn, body))
                     conn.requests += 1
-                    return orjson.loads(resp.content)
-                except (*_CONNECTION_ERRORS, httpx.HTTPStatusError, ValueError) as exc:
+                    return answer
+                except (*_CONNECTION_ERRORS, ValueError) as exc:
                     self._mark_failed(conn, f"{type(exc).__name__}: {exc}")
             # Nothing healthy answered: one synchronous heal attempt per connection before giving up.
             revived = False
