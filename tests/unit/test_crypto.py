@@ -26,6 +26,27 @@ def test_keypair_from_known_key() -> None:
         crypto.Keypair.from_private_key("0x1234")
 
 
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+@settings(max_examples=examples(50, 500), deadline=None)
+@given(st.integers(1, SECP256K1_N - 1), st.sampled_from(["0x", "0X", "", "bytes"]), st.booleans())
+def test_keypair_matches_eth_account_for_every_spelling_of_a_key(secret: int, prefix: str, upper: bool) -> None:
+    """The coincurve fast path derives exactly eth_account's address and key string."""
+    raw = secret.to_bytes(32, "big")
+    digits = raw.hex().upper() if upper else raw.hex()
+    key: str | bytes = raw if prefix == "bytes" else prefix + digits
+    kp = crypto.Keypair.from_private_key(key)
+    account = Account.from_key(raw)
+    assert (kp.address, kp.private_key) == (account.address, "0x" + raw.hex())
+
+
+@pytest.mark.parametrize("key", ["0x" + "00" * 32, "0x" + f"{SECP256K1_N:064x}", "0x" + "ff" * 32, b"\x00" * 32])
+def test_keys_outside_the_curve_order_are_refused(key: str | bytes) -> None:
+    with pytest.raises(CryptoError):
+        crypto.Keypair.from_private_key(key)
+
+
 def test_request_digest_fixed_vector() -> None:
     body_hash = crypto.sha256(BODY)
     assert body_hash.hex() == "98c8f57d8a678d2d42a544a61eb941045de319d27d8a53405cc9cf05aaae0073"
