@@ -307,7 +307,8 @@ class MLNodeSettings(_Frozen):
     """Version this ML node reports and the route prefix it also answers under (``/{version}/...``)."""
     engine: Literal["llamacpp", "vllm"] = "llamacpp"
     engine_threads: int = Field(2, ge=1, le=256)
-    """CPU threads each llama.cpp engine process uses (``--n_threads``)."""
+    """CPU threads each llama.cpp engine process uses, for decoding and for prompts (``--n_threads``,
+    ``--n_threads_batch``; a model's args may set either)."""
     queue_limit: int = Field(64, ge=1, le=100_000)
     """Requests waiting per engine before new ones get 503 + Retry-After."""
     engine_instances: int = Field(1, ge=1, le=64)
