@@ -45,6 +45,11 @@ class SignedRequest:
     def inference_id(self) -> str:
         return "0x" + crypto.inference_id(self.signature).hex()
 
+    def headers(self) -> dict[str, str]:
+        """The four signature headers, as the client sent them (to pass the request on unchanged)."""
+        return {H_ADDRESS: self.client, H_TIMESTAMP: str(self.timestamp), H_TA: self.ta,
+                H_SIGNATURE: "0x" + self.signature.hex()}
+
 
 def sign_headers(body: bytes, private_key: str, ta_address: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers that authorise ``ta_address`` to run ``body`` on the signer's account.

@@ -8,6 +8,7 @@ with EIP-191 ``personal_sign``. The contract recomputes the same digest, ``ecrec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -40,13 +41,10 @@ class Keypair:
         raw = _plain_key_bytes(key)
         if raw is not None:
             # A plain 32-byte key goes straight to libsecp256k1 (the address eth_account derives): a CLI that signs
-            # one request does not pay eth_account's ~1 s import. Anything else, refusals included, goes through it.
-            try:
-                public = coincurve.PrivateKey(raw).public_key
-            except ValueError:
-                pass
-            else:
-                return cls(private_key="0x" + raw.hex(), address=_address_of(public))
+            # one request does not pay eth_account's ~1 s import. Anything else, refusals included (coincurve's
+            # ValueError: outside the curve order), goes through eth_account below.
+            with contextlib.suppress(ValueError):
+                return cls(private_key="0x" + raw.hex(), address=_address_of(coincurve.PrivateKey(raw).public_key))
         from eth_account import Account  # eth_account's import costs ~1 s; processes that never sign skip it
 
         try:

@@ -16,7 +16,7 @@ import orjson
 from eth_utils import keccak
 
 from dinfer import sse
-from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest
+from dinfer.auth import SignedRequest
 from dinfer.chain.contracts.inference import FinishRecord
 from dinfer.errors import EngineFailed, NotServing
 from dinfer.node import claims
@@ -77,10 +77,6 @@ class Execution:
         if self.request.stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(body)
-
-    def auth_headers(self) -> dict[str, str]:
-        return {H_ADDRESS: self.signed.client, H_TIMESTAMP: str(self.signed.timestamp), H_TA: self.signed.ta,
-                H_SIGNATURE: "0x" + self.signed.signature.hex()}
 
     @property
     def response_hash(self) -> bytes:
@@ -194,7 +190,7 @@ class Executor:
     async def _record(self, ex: Execution) -> None:
         """Payload for validators, the local record, and the finish record (gated until the start is on chain)."""
         response = orjson.dumps({
-            "kind": ex.kind, "auth": ex.auth_headers(), "text": ex.text, "prompt_tokens": ex.prompt_tokens,
+            "kind": ex.kind, "auth": ex.signed.headers(), "text": ex.text, "prompt_tokens": ex.prompt_tokens,
             "completion_tokens": ex.completion_tokens, "finish_reason": ex.finish_reason, "node_id": ex.node_id,
             "max_tokens": ex.max_tokens, "claims": ex.claims,
         })

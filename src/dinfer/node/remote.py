@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from dinfer.auth import H_ADDRESS, H_PREVIOUS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest, sign_dispatch
+from dinfer.auth import H_PREVIOUS, SignedRequest, sign_dispatch
 from dinfer.errors import NodeError
 from dinfer.http_stream import StreamClient, StreamFailed, StreamResponse
 from dinfer.node.executor import ROUTES, Kind
@@ -85,9 +85,7 @@ class ExecutorPeer:
     async def open(self, url: str, kind: Kind, body: bytes, signed: SignedRequest, executor: str,
                    previous: list[str], read_timeout: float) -> Upstream:
         headers = {
-            "content-type": "application/json",
-            H_ADDRESS: signed.client, H_TIMESTAMP: str(signed.timestamp), H_TA: signed.ta,
-            H_SIGNATURE: "0x" + signed.signature.hex(),
+            "content-type": "application/json", **signed.headers(),
             **sign_dispatch(signed.inference_id, executor, self.ta_key),
         }
         if previous:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from dinfer import selection, sse
-from dinfer.auth import H_ADDRESS, H_SIGNATURE, H_TA, H_TIMESTAMP, SignedRequest, verify_headers
+from dinfer.auth import SignedRequest, verify_headers
 from dinfer.chain.contracts.epochs import model_key
 from dinfer.chain.contracts.inference import ReassignRecord, StartRecord
 from dinfer.config import NodeSettings
@@ -222,8 +222,7 @@ class TransferAgent:
         try:
             await self.store.kv_set(TA_REQUEST_KEY.format(acc.inference_id), orjson.dumps({
                 "kind": acc.kind, "body_hex": acc.body.hex(),
-                "headers": {H_ADDRESS: acc.signed.client, H_TIMESTAMP: str(acc.signed.timestamp), H_TA: acc.signed.ta,
-                            H_SIGNATURE: "0x" + acc.signed.signature.hex(), "x-dinfer-kind": acc.kind},
+                "headers": {**acc.signed.headers(), "x-dinfer-kind": acc.kind},
             }).decode())
             await self.store.put_inference(record)
         except Exception:
