@@ -87,8 +87,15 @@ async def test_queue_full_answers_503_with_retry_after(tmp_path: Path, tiny_gguf
 async def test_prompt_longer_than_the_context_window_is_a_400(tmp_path: Path, tiny_gguf_path: Path) -> None:
     async with mlnode(tmp_path) as c:
         await up(c, tiny_gguf_path, args=["--n_ctx", "128"])
-        resp = await c.post("/v1/completions", json={"prompt": "z" * 300, "max_tokens": 2})
-        assert resp.status_code == 400 and "context window" in resp.json()["error"]["message"]
+        # counted while the engine starts on it: both paths still refuse it as such, before any answer bytes
+        for stream in (False, True):
+            resp = await c.post("/v1/completions", json={"prompt": "z" * 300, "max_tokens": 2, "stream": stream})
+            assert resp.status_code == 400 and "tokens; the context window of" in resp.json()["error"]["message"], stream
+        # the refusals gave their engine place back: a prompt that fits is served at once
+        ok = await c.post("/v1/completions", json={"prompt": "z", "max_tokens": 2})
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+        state = (await c.get("/api/v1/state")).json()
+        assert state["in_flight"] == 0 and state["queue_depth"] == 0
 
 
 async def test_bad_requests_name_the_problem(tmp_path: Path, tiny_gguf_path: Path) -> None:

@@ -4,10 +4,15 @@ Every request is admitted through the loaded model's ``EnginePool`` (bounded que
 from the engine through a ``TokenMeter`` (own token count, ``max_tokens`` enforced), and answered either as SSE —
 with the final usage chunk when ``stream_options.include_usage`` is set — or as one aggregated JSON object.
 The first chunk is awaited before the response starts, so engine refusals still map to proper HTTP statuses.
+
+The prompt is counted (chat template + tokenizer, a few ms of CPU) alongside the rest of the request's path — while
+it waits for an engine and while the engine reads it — instead of before the engine starts: that count is only
+needed for usage and for the context-window check, and it is settled before the first byte of the answer goes out.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,7 +26,7 @@ from dinfer.config import format_validation_error
 from dinfer.errors import DinferError, InvalidRequest
 from dinfer.http_errors import JSONBytesResponse, classify
 from dinfer.mlnode.api.state import AppState, get_state
-from dinfer.mlnode.engines.base import Kind
+from dinfer.mlnode.engines.base import Chunk, Engine, Kind
 from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
 from dinfer.mlnode.pool import Lease
 from dinfer.openai_types import ChatMessage, OpenAIRequest, parse_request
@@ -87,17 +92,34 @@ async def tokenize(request: Request, st: State) -> dict[str, Any]:
 
 @dataclass
 class _Admitted:
-    """A validated request holding a place on an engine."""
+    """A validated request holding a place on an engine, its prompt being counted."""
 
     req: OpenAIRequest
     body: dict[str, Any]
     max_tokens: int
     lease: Lease
-    prompt_tokens: int
+    prompt_count: asyncio.Task[int]
+    """The prompt's token count; ``InvalidRequest`` when it does not fit the engine's context window."""
+
+    def abandon(self) -> None:
+        """Give the engine place back and drop the count (its error, if any, is moot once the request failed)."""
+        self.lease.release()
+        if not self.prompt_count.cancel() and not self.prompt_count.cancelled():
+            self.prompt_count.exception()
+
+
+async def _count_prompt(engine: Engine, kind: Kind, body: dict[str, Any]) -> int:
+    prompt_tokens = await engine.count_prompt_tokens(kind, body)
+    if engine.context_window and prompt_tokens >= engine.context_window:
+        raise InvalidRequest(
+            f"prompt has {prompt_tokens} tokens; the context window of {engine.model_id!r} is {engine.context_window}"
+        )
+    return prompt_tokens
 
 
 async def _admit(st: AppState, kind: Kind, request: Request) -> _Admitted:
-    """Parse and check the request, wait for an engine, count the prompt. Every refusal is a ``DinferError``."""
+    """Parse and check the request, start counting its prompt, wait for an engine. Every refusal is a
+    ``DinferError``."""
     req = parse_request(kind, await request.body())
     max_tokens = req.max_tokens or st.settings.max_tokens_default
     if max_tokens > st.settings.max_tokens_limit:
@@ -106,19 +128,26 @@ async def _admit(st: AppState, kind: Kind, request: Request) -> _Admitted:
     body["max_tokens"] = max_tokens
     if kind == "chat" and body.get("logprobs") and "top_logprobs" not in body:
         body["top_logprobs"] = 0  # OpenAI: logprobs alone means per-token logprobs; llama.cpp needs the field
-    lease = await st.manager.pool_for(req.model).acquire()
-    engine = lease.engine
+    pool = st.manager.pool_for(req.model)
+    # every instance of a pool serves the same model: any one's tokenizer counts for the one the lease picks
+    counting = asyncio.ensure_future(_count_prompt(pool.engines()[0], kind, body))
     try:
-        prompt_tokens = await engine.count_prompt_tokens(kind, body)
-        if engine.context_window and prompt_tokens >= engine.context_window:
-            raise InvalidRequest(
-                f"prompt has {prompt_tokens} tokens; the context window of {engine.model_id!r} is "
-                f"{engine.context_window}"
-            )
+        lease = await pool.acquire()
     except BaseException:
-        lease.release()
+        counting.cancel()
         raise
-    return _Admitted(req, body, max_tokens, lease, prompt_tokens)
+    return _Admitted(req, body, max_tokens, lease, counting)
+
+
+async def _first_chunk(adm: _Admitted, gen: AsyncIterator[Chunk]) -> tuple[Chunk, int]:
+    """The engine's first chunk, and the prompt's count made meanwhile. A prompt over the context window is refused
+    as such (``InvalidRequest``), whether the engine answered it or refused it in its own words."""
+    try:
+        first = await anext(gen)
+    except DinferError:
+        await adm.prompt_count  # raises the clearer InvalidRequest of an overlong prompt
+        raise
+    return first, await adm.prompt_count
 
 
 async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesResponse | StreamingResponse:
@@ -135,12 +164,14 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
     engine, lease = adm.lease.engine, adm.lease
     if not adm.req.stream:
         try:
-            result = await aggregate(engine, kind, adm.body, adm.max_tokens, adm.prompt_tokens)
-        except DinferError as exc:
-            count_error(exc)
+            prompt_tokens = await adm.prompt_count
+            result = await aggregate(engine, kind, adm.body, adm.max_tokens, prompt_tokens)
+        except BaseException as exc:
+            adm.abandon()
+            if isinstance(exc, DinferError):
+                count_error(exc)
             raise
-        finally:
-            lease.release()
+        lease.release()
         usage = result["usage"]
         st.metrics.tokens.labels(kind="prompt").inc(usage["prompt_tokens"])
         st.metrics.tokens.labels(kind="completion").inc(usage["completion_tokens"])
@@ -150,10 +181,11 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
     meter = TokenMeter(kind, adm.max_tokens)
     gen = metered_stream(engine, kind, adm.body, meter)
     try:
-        first = await anext(gen)  # before the headers: an engine refusal still becomes an HTTP status
+        # before the headers: an engine refusal or an overlong prompt still becomes an HTTP status
+        first, prompt_tokens = await _first_chunk(adm, gen)
     except BaseException as exc:
         await gen.aclose()
-        lease.release()
+        adm.abandon()
         if isinstance(exc, DinferError):
             count_error(exc)
         raise
@@ -165,7 +197,7 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
             async for chunk in gen:
                 yield _sse(chunk)
             if adm.req.include_usage:
-                yield _sse(usage_chunk(first, Usage(adm.prompt_tokens, meter.completion_tokens)))
+                yield _sse(usage_chunk(first, Usage(prompt_tokens, meter.completion_tokens)))
             yield b"data: [DONE]\n\n"
         except DinferError as exc:  # headers are gone: report in-band, as OpenAI does
             code, err_type, _ = classify(exc)
@@ -174,7 +206,7 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
         finally:
             await gen.aclose()
             lease.release()
-            _record_stream(st, route, status, meter, adm.prompt_tokens)
+            _record_stream(st, route, status, meter, prompt_tokens)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
