@@ -18,6 +18,7 @@ from network import (
     wait_status,
 )
 
+from dinfer import server_timing
 from dinfer.auth import H_PREVIOUS, sign_dispatch
 from dinfer.chain.backends import connect
 from dinfer.chain.contracts.epochs import EpochsClient, MemberStatus
@@ -60,6 +61,7 @@ def test_openai_client_streams_with_usage_and_the_chain_records_it(network: Back
     )
     iid = raw.headers["x-dinfer-inference-id"]
     price = int(raw.headers["x-dinfer-price"])
+    assert {"engine", "mlnode", "ta"} <= set(server_timing.parse(raw.headers["server-timing"]))
     chunks = list(raw.parse())
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens >= 1 and usage.prompt_tokens >= 1
@@ -102,6 +104,10 @@ def test_remote_executor_gets_paid(network: BackgroundDevnet) -> None:
     assert r.headers["x-dinfer-executor"] == host2["address"]
     done = wait_status(host0["url"], r.headers["x-dinfer-inference-id"], "FINISHED")
     assert done["executor"] == host2["address"]
+    # Server-Timing names each layer the answer went through, each containing the one below it
+    timing = server_timing.parse(r.headers["server-timing"])
+    assert list(timing) == ["mlnode-admit", "engine", "mlnode", "executor", "ta"], timing
+    assert timing["engine"] <= timing["mlnode"] <= timing["executor"] <= timing["ta"], timing
 
 
 def test_an_executor_takes_work_only_from_a_host_and_in_order(network: BackgroundDevnet) -> None:

@@ -25,6 +25,7 @@ from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.metrics import NodeMetrics
 from dinfer.node.store import InferenceRecord, NodeStore
 from dinfer.openai_types import ChatCompletionRequest, CompletionRequest
+from dinfer.server_timing import HEADER as TIMING
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Execution:
     node_id: str = ""
     started: float = 0.0
     first_token_s: float | None = None
+    upstream_timing: str = ""
+    """The ML node's ``Server-Timing`` (``dinfer.server_timing``), passed on with this layer's own entry."""
     path: str = "http"
     """How the work arrived: ``http`` (from a TA) or ``chain-first`` (from the chain record)."""
     done: bool = False
@@ -114,6 +117,7 @@ class Executor:
             ex.node_id = node.node_id
             async with node.client.open_inference(ROUTES[ex.kind], ex.engine_body(),
                                                   ttft_timeout=self.ttft_timeout) as resp:
+                ex.upstream_timing = resp.headers.get(TIMING, "")
                 if resp.status >= 400:
                     detail = (await resp.read())[:500].decode(errors="replace")
                     if resp.status == 503:

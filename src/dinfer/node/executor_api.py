@@ -12,6 +12,7 @@ text, token counts and the per-token logprob claims) to a validator the chain se
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -28,6 +29,8 @@ from dinfer.node.executor import Execution, Kind
 from dinfer.node.remote import prepend
 from dinfer.node.store import seen_key
 from dinfer.openai_types import parse_request
+from dinfer.server_timing import HEADER as TIMING
+from dinfer.server_timing import entry, join
 
 if TYPE_CHECKING:
     from dinfer.node.runtime import NodeRuntime
@@ -50,6 +53,7 @@ async def executor_completions(request: Request) -> StreamingResponse:
 
 
 async def _execute(request: Request, kind: Kind) -> StreamingResponse:
+    began = time.monotonic()
     rt = _rt(request)
     body = await rt.read_body(request)
     headers = dict(request.headers)
@@ -94,8 +98,9 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         await gen.aclose()
         raise
     media = "text/event-stream" if req.stream else "application/json"
+    timing = join(ex.upstream_timing, entry("executor", began))
     return StreamingResponse(prepend(first, gen), media_type=media,
-                             headers={"x-dinfer-inference-id": signed.inference_id})
+                             headers={"x-dinfer-inference-id": signed.inference_id, TIMING: timing})
 
 
 @router.get("/payload/{inference_id}")

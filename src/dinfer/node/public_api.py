@@ -20,6 +20,8 @@ from dinfer.node.epoch_api import served_snapshot
 from dinfer.node.executor import Kind
 from dinfer.node.listener import fetch_digest
 from dinfer.node.ta import TA_REQUEST_KEY
+from dinfer.server_timing import HEADER as TIMING
+from dinfer.server_timing import entry, join
 
 if TYPE_CHECKING:
     from dinfer.node.runtime import NodeRuntime
@@ -54,11 +56,13 @@ async def _serve(request: Request, kind: Kind) -> Response:
 
 
 async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
+    began = time.monotonic()
     body = await rt.read_body(request)
     headers = {k.lower(): v for k, v in request.headers.items()}
     ta = await gateway.for_request(rt, headers)  # rt.ta for signed requests; `Bearer dk-…` → the key's agent
     acc = await ta.admit(kind, body, headers)
     out = await ta.dispatch(acc)
+    out.headers[TIMING] = join(out.upstream.timing(), entry("ta", began))
     if acc.request.stream:
         return StreamingResponse(ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)
     raw = b"".join([chunk async for chunk in ta.relay(acc, out)])

@@ -9,6 +9,7 @@ from dinfer.auth import H_PREVIOUS, SignedRequest, sign_dispatch
 from dinfer.errors import NodeError
 from dinfer.http_stream import StreamClient, StreamFailed, StreamResponse
 from dinfer.node.executor import ROUTES, Kind
+from dinfer.server_timing import HEADER as TIMING
 
 
 async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -29,6 +30,8 @@ class Upstream:
     _first: Callable[[], Awaitable[bytes]]
     _rest: Callable[[], AsyncIterator[bytes]]
     _close: Callable[[], Awaitable[None]]
+    timing: Callable[[], str] = str
+    """The ``Server-Timing`` of the layers below (``dinfer.server_timing``), known once ``first()`` returned."""
 
     async def first(self) -> bytes:
         return await self._first()
@@ -40,7 +43,7 @@ class Upstream:
         await self._close()
 
     @classmethod
-    def from_generator(cls, gen: AsyncIterator[bytes]) -> Upstream:
+    def from_generator(cls, gen: AsyncIterator[bytes], timing: Callable[[], str] = str) -> Upstream:
         async def first() -> bytes:
             try:
                 return await anext(gen)
@@ -50,7 +53,7 @@ class Upstream:
         async def close() -> None:
             await gen.aclose()  # type: ignore[attr-defined]
 
-        return cls(first, lambda: gen, close)
+        return cls(first, lambda: gen, close, timing)
 
     @classmethod
     def from_response(cls, resp: StreamResponse) -> Upstream:
@@ -71,7 +74,7 @@ class Upstream:
             except StreamFailed as exc:
                 raise UpstreamFailed(f"executor connection failed mid-stream: {exc}") from exc
 
-        return cls(first, rest, resp.close)
+        return cls(first, rest, resp.close, lambda: resp.headers.get(TIMING, ""))
 
 
 class ExecutorPeer:

@@ -262,7 +262,7 @@ class TransferAgent:
     async def _open(self, acc: Accepted, member: str, previous: list[str]) -> Upstream:
         if member == self.address:
             ex = Execution(acc.inference_id, acc.kind, acc.body, acc.request, acc.signed, acc.max_tokens)
-            return Upstream.from_generator(self.local.execute_and_finish(ex))
+            return Upstream.from_generator(self.local.execute_and_finish(ex), timing=lambda: ex.upstream_timing)
         url = await self.chain.host_url(member)
         return await self.peers.open(url, acc.kind, acc.body, acc.signed, member, previous,
                                      read_timeout=self._first_answer_timeout(acc))

@@ -8,6 +8,8 @@ from pathlib import Path
 from tests.fixtures.tiny_gguf import BOS_ID, EOS_ID
 from tests.unit.mlnode.helpers import CHAT, get_json, mlnode, poll, sse_events, up
 
+from dinfer import server_timing
+
 
 async def test_chat_non_stream_stream_with_usage_and_logprobs(tmp_path: Path, tiny_gguf_path: Path) -> None:
     async with mlnode(tmp_path) as c:
@@ -24,6 +26,12 @@ async def test_chat_non_stream_stream_with_usage_and_logprobs(tmp_path: Path, ti
         assert usage_event["choices"] == [] and usage_event["usage"] == plain["usage"]
         text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2])
         assert text == plain["choices"][0]["message"]["content"]  # temperature 0 repeats
+
+        # where the time before the answer went: admission, then the engine, within the ML node's whole time
+        for answer in (resp, await c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2})):
+            timing = server_timing.parse(answer.headers["server-timing"])
+            assert list(timing) == ["mlnode-admit", "engine", "mlnode"]
+            assert 0 < timing["engine"] <= timing["mlnode"] and timing["mlnode-admit"] <= timing["mlnode"]
 
         no_usage = sse_events((await c.post("/v1/chat/completions", json={**body, "stream_options": None})).text)
         assert all("usage" not in e for e in no_usage[:-1])
@@ -90,7 +98,8 @@ async def test_prompt_longer_than_the_context_window_is_a_400(tmp_path: Path, ti
         # counted while the engine starts on it: both paths still refuse it as such, before any answer bytes
         for stream in (False, True):
             resp = await c.post("/v1/completions", json={"prompt": "z" * 300, "max_tokens": 2, "stream": stream})
-            assert resp.status_code == 400 and "tokens; the context window of" in resp.json()["error"]["message"], stream
+            assert resp.status_code == 400, stream
+            assert "tokens; the context window of" in resp.json()["error"]["message"], stream
         # the refusals gave their engine place back: a prompt that fits is served at once
         ok = await c.post("/v1/completions", json={"prompt": "z", "max_tokens": 2})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1

@@ -13,6 +13,7 @@ needed for usage and for the context-window check, and it is settled before the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -30,6 +31,8 @@ from dinfer.mlnode.engines.base import Chunk, Engine, Kind
 from dinfer.mlnode.metering import TokenMeter, Usage, aggregate, metered_stream, usage_chunk
 from dinfer.mlnode.pool import Lease
 from dinfer.openai_types import ChatMessage, OpenAIRequest, parse_request
+from dinfer.server_timing import HEADER as TIMING
+from dinfer.server_timing import entry, join
 
 router = APIRouter()
 State = Annotated[AppState, Depends(get_state)]
@@ -156,12 +159,20 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
     def count_error(exc: DinferError) -> None:
         st.metrics.requests.labels(route=route, status=str(classify(exc)[0])).inc()
 
+    began = time.monotonic()
     try:
         adm = await _admit(st, kind, request)
     except DinferError as exc:
         count_error(exc)
         raise
+    admitted = time.monotonic()
     engine, lease = adm.lease.engine, adm.lease
+
+    def timing() -> dict[str, str]:
+        now = time.monotonic()
+        return {TIMING: join(entry("mlnode-admit", began, admitted), entry("engine", admitted, now),
+                             entry("mlnode", began, now))}
+
     if not adm.req.stream:
         try:
             prompt_tokens = await adm.prompt_count
@@ -176,13 +187,14 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
         st.metrics.tokens.labels(kind="prompt").inc(usage["prompt_tokens"])
         st.metrics.tokens.labels(kind="completion").inc(usage["completion_tokens"])
         st.metrics.requests.labels(route=route, status="200").inc()
-        return JSONBytesResponse(result)
+        return JSONBytesResponse(result, headers=timing())
 
     meter = TokenMeter(kind, adm.max_tokens)
     gen = metered_stream(engine, kind, adm.body, meter)
     try:
         # before the headers: an engine refusal or an overlong prompt still becomes an HTTP status
         first, prompt_tokens = await _first_chunk(adm, gen)
+        timed = timing()
     except BaseException as exc:
         await gen.aclose()
         adm.abandon()
@@ -208,7 +220,7 @@ async def _serve(st: AppState, kind: Kind, request: Request) -> JSONBytesRespons
             lease.release()
             _record_stream(st, route, status, meter, prompt_tokens)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **timed})
 
 
 def _record_stream(st: AppState, route: str, status: str, meter: TokenMeter, prompt_tokens: int) -> None:
