@@ -130,17 +130,26 @@ async def _run(url: str, requests: list[tuple[bytes, dict[str, str]]], concurren
             "layers_ms": [_layers(s) for s in samples if "engine" in s.timing]}
 
 
-LAYERS = {"client↔TA": ("client", "ta"), "TA + hop to executor": ("ta", "executor"),
-          "executor + hop to ML node": ("executor", "mlnode"), "ML node": ("mlnode", "engine")}
-"""Where a request's time outside the engine went: each layer's time to the first chunk minus the next one's
-(``client`` is the TTFT the benchmark itself saw)."""
+LAYERS = ("client↔TA", "TA checks", "TA→executor hop", "executor checks", "executor→ML node hop", "ML node")
+"""Where a request's time outside the engine went (a hop counts both ways: the request out and the first chunk
+back, with the serving side's framework work)."""
 
 
 def _layers(s: Sample) -> dict[str, float]:
-    """One answer's non-engine TTFT, whole (``outside_engine``) and per layer (``LAYERS``), in ms."""
-    t = {**s.timing, "client": s.ttft * 1000}
-    out = {name: t[outer] - t[inner] for name, (outer, inner) in LAYERS.items() if outer in t and inner in t}
-    out["outside_engine"] = t["client"] - t["engine"]
+    """One answer's non-engine TTFT, whole (``outside_engine``) and per layer (``LAYERS``, when the answer came
+    through another host's executor), in ms, from its ``Server-Timing`` and the client's own TTFT."""
+    t = s.timing
+    client = s.ttft * 1000
+    out = {"outside_engine": client - t["engine"]}
+    if {"ta", "ta-admit", "executor", "executor-admit", "mlnode"} <= t.keys():
+        out.update({
+            "client↔TA": client - t["ta"],
+            "TA checks": t["ta-admit"],
+            "TA→executor hop": t["ta"] - t["ta-admit"] - t["executor"],
+            "executor checks": t["executor-admit"],
+            "executor→ML node hop": t["executor"] - t["executor-admit"] - t["mlnode"],
+            "ML node": t["mlnode"] - t["engine"],
+        })
     return out
 
 
@@ -195,7 +204,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, float]:
                            "rounds": len(runs)}
     layers = [each for r in runs for each in r["layers_ms"]]
     if layers:  # medians per layer, over the requests of every round
-        out["layers_p50_ms"] = {k: round(statistics.median(x[k] for x in layers), 2) for k in layers[0]}
+        keys = set.intersection(*(set(x) for x in layers))
+        out["layers_p50_ms"] = {k: round(statistics.median(x[k] for x in layers), 2) for k in sorted(keys)}
     return out
 
 

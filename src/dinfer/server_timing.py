@@ -5,8 +5,10 @@ Each layer that answers an inference appends its entries (milliseconds) after th
 * ML node — ``mlnode-admit`` (parse, checks, the wait for an engine place), ``engine`` (from asking the engine to
   holding its first chunk: the hop to the engine server, the prompt, the first token), ``mlnode`` (the whole time
   in the ML node before its answer starts);
-* executor API — ``executor`` (from the request's arrival to the ML node's first chunk in hand);
-* TA — ``ta`` (from the request's arrival to the executor's first chunk in hand).
+* executor API — ``executor-admit`` (the signature, order and replay checks, until the ML node is asked),
+  ``executor`` (from the request's arrival to the ML node's first chunk in hand);
+* TA — ``ta-admit`` (the signature, balance, replay-marker and order work, until the first executor is asked),
+  ``ta`` (from the request's arrival to the executor's first chunk in hand).
 
 So a client's time to first token minus ``engine`` is what the network's path added to a call of the engine itself
 (``bench/routing_overhead.py`` reports it). The entries of other hosts are what they say of themselves: informative,

@@ -106,8 +106,9 @@ def test_remote_executor_gets_paid(network: BackgroundDevnet) -> None:
     assert done["executor"] == host2["address"]
     # Server-Timing names each layer the answer went through, each containing the one below it
     timing = server_timing.parse(r.headers["server-timing"])
-    assert list(timing) == ["mlnode-admit", "engine", "mlnode", "executor", "ta"], timing
+    assert list(timing) == ["mlnode-admit", "engine", "mlnode", "executor-admit", "executor", "ta-admit", "ta"]
     assert timing["engine"] <= timing["mlnode"] <= timing["executor"] <= timing["ta"], timing
+    assert timing["executor-admit"] <= timing["executor"] and timing["ta-admit"] <= timing["ta"], timing
 
 
 def test_an_executor_takes_work_only_from_a_host_and_in_order(network: BackgroundDevnet) -> None:

@@ -98,7 +98,7 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
         await gen.aclose()
         raise
     media = "text/event-stream" if req.stream else "application/json"
-    timing = join(ex.upstream_timing, entry("executor", began))
+    timing = join(ex.upstream_timing, entry("executor-admit", began, ex.started), entry("executor", began))
     return StreamingResponse(prepend(first, gen), media_type=media,
                              headers={"x-dinfer-inference-id": signed.inference_id, TIMING: timing})
 

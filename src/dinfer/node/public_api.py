@@ -62,7 +62,7 @@ async def _answer(rt: NodeRuntime, request: Request, kind: Kind) -> Response:
     ta = await gateway.for_request(rt, headers)  # rt.ta for signed requests; `Bearer dk-…` → the key's agent
     acc = await ta.admit(kind, body, headers)
     out = await ta.dispatch(acc)
-    out.headers[TIMING] = join(out.upstream.timing(), entry("ta", began))
+    out.headers[TIMING] = join(out.upstream.timing(), entry("ta-admit", began, out.dispatched), entry("ta", began))
     if acc.request.stream:
         return StreamingResponse(ta.relay(acc, out), media_type="text/event-stream", headers=out.headers)
     raw = b"".join([chunk async for chunk in ta.relay(acc, out)])

@@ -74,6 +74,8 @@ class Outcome:
     headers: dict[str, str]
     record: InferenceRecord
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    dispatched: float = 0.0
+    """``time.monotonic()`` when the first executor was asked (admission, replay marker and order were done)."""
 
 
 class TransferAgent:
@@ -172,6 +174,7 @@ class TransferAgent:
         self.pending_starts[iid] = starting
 
         candidate: int | None = first
+        dispatched = time.monotonic()
         attempts: list[dict[str, Any]] = []
         while candidate is not None and len(attempts) < self.settings.max_attempts:
             member = members[candidate]
@@ -206,7 +209,7 @@ class TransferAgent:
                 "x-dinfer-attempts": str(len(attempts)),
                 "x-dinfer-epoch": str(acc.group.epoch),
             }
-            return Outcome(upstream, first_chunk, headers, record, attempts)
+            return Outcome(upstream, first_chunk, headers, record, attempts, dispatched)
         record.status, record.attempts = "FAILED", attempts
         record.error = "every executor tried failed"
         await self.store.put_inference(record)
