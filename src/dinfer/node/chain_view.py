@@ -4,9 +4,9 @@ The hot path must not make a dozen RPC calls per request: group membership chang
 balances are read at most every ``ttl`` seconds. The chain stays authoritative — the contract re-checks every
 start record — so a slightly stale view costs at worst one rejected record, never money.
 
-Epoch, head and member statuses are served *stale-while-revalidate*: once older than ``ttl`` (and younger than
-``STALE_FACTOR × ttl``) the cached value is answered at once and re-read in the background, so a request waits for
-an RPC round trip only when nothing recent is cached. Balances are never served stale (see ``balance``).
+Epoch, head, member statuses and balances are served *stale-while-revalidate*: once older than ``ttl`` (and
+younger than ``STALE_FACTOR × ttl``) the cached value is answered at once and re-read in the background, so a request
+waits for an RPC round trip only when nothing recent is cached (see ``balance`` for why that is safe for money).
 """
 
 from __future__ import annotations
@@ -111,16 +111,28 @@ class ChainView:
         self._lock = asyncio.Lock()
         self._refreshing: dict[Any, asyncio.Task[None]] = {}
         """Background re-reads of stale-while-revalidate keys, one per key."""
-        self._balance_generation: dict[str, int] = {}
-        """Bumped by ``forget_balance``/``spend_balance``: a read that started before must not store its answer."""
+        self._generation: dict[Any, int] = {}
+        """Per key, bumped when this node moves or drops the cached value (``forget_balance``/``spend_balance``): a
+        read that started before must not store its answer."""
 
     async def _revalidated(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value of ``key``: fresh → as is; stale but recent → as is, re-read in the background;
         missing or too old → read now."""
         value = self._answerable(key, load)
         if value is _MISSING:
-            return self._short.put(key, await load())
+            return await self._load_and_keep(key, load)
         return value
+
+    async def _load_and_keep(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        """Read ``key`` now and cache the answer, unless this node moved the value while the read was on its way."""
+        generation = self._generation.get(key, 0)
+        value = await load()
+        if self._generation.get(key, 0) == generation:
+            self._short.put(key, value)
+        return value
+
+    def _bump(self, key: Any) -> None:
+        self._generation[key] = self._generation.get(key, 0) + 1
 
     def _answerable(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
         """``_revalidated`` without waiting: the cached value (a stale one starts its background re-read), or
@@ -139,7 +151,7 @@ class ChainView:
 
     async def _refresh(self, key: Any, load: Callable[[], Awaitable[Any]]) -> None:
         try:
-            self._short.put(key, await load())
+            await self._load_and_keep(key, load)
         except Exception as exc:  # the next request reads it in its own path once the value is too old
             log.debug("background re-read of %r failed: %s", key, exc)
         finally:
@@ -284,33 +296,32 @@ class ChainView:
         return bool(cached)
 
     async def balance(self, client: str, *, fresh: bool = False) -> int:
-        """Escrow balance, cached for the short TTL (never served stale); ``fresh`` reads it now.
+        """Escrow balance, stale-while-revalidate like statuses; ``fresh`` reads it now.
 
         The TA subtracts its own reservations until their starts land and moves them into the cached value when
-        one lands (``spend_balance``), so its own spending is never counted twice nor missed; what others do (a
-        withdrawal, another TA's starts) shows within ``ttl``, as it did between a read and the start's block
-        before — the contract re-checks every start.
+        one lands (``spend_balance``), so its own spending is never counted twice nor missed. What others do (a
+        withdrawal, another TA's starts) shows within ``STALE_FACTOR × ttl`` — the contract re-checks every start,
+        so a stale read costs at worst one refused start, as a fresh read followed by a withdrawal in the same
+        block would. A too-low cached value never refuses a client: the TA reads ``fresh`` before a 402. (At one
+        request per second or slower, a TTL-bound read put an RPC round trip, ~4–5 ms, on every request's path.)
         """
         key = ("balance", client)
-        cached = None if fresh else self._short.get(key)
-        if cached is None:
-            generation = self._balance_generation.get(client, 0)
-            cached = await self.inference.balance_of(client)
-            if self._balance_generation.get(client, 0) == generation:
-                self._short.put(key, cached)
-        return int(cached)
+        if fresh:
+            return int(await self._load_and_keep(key, lambda: self.inference.balance_of(client)))
+        return int(await self._revalidated(key, lambda: self.inference.balance_of(client)))
 
     def forget_balance(self, client: str) -> None:
         """Drop ``client``'s cached balance (the escrow moved by an amount this node does not know)."""
-        self._balance_generation[client] = self._balance_generation.get(client, 0) + 1
-        self._short.drop(("balance", client))
+        key = ("balance", client)
+        self._bump(key)
+        self._short.drop(key)
 
     def spend_balance(self, client: str, wei: int) -> None:
         """A start of ``client``'s landed and reserved ``wei``: the cached balance (if any) goes down by as much,
         keeping its age, so steady traffic reads the balance once per TTL rather than once per landed start.
         A read already on its way (from before the start landed) is not kept."""
-        self._balance_generation[client] = self._balance_generation.get(client, 0) + 1
         key = ("balance", client)
+        self._bump(key)
         hit = self._short.age(key)
         if hit is not None:
             self._short.shift(key, hit[1] - wei)

@@ -1,5 +1,6 @@
-"""``ChainView``'s caches on a real (py-evm) deployment: balances cached but never stale past a landed start or a
-refusal, and head/epoch/status answered stale-while-revalidate so a request does not wait for an RPC."""
+"""``ChainView``'s caches on a real (py-evm) deployment: balances moved by this node's landed starts and re-read
+before a refusal, and head/epoch/status/balance answered stale-while-revalidate so a request does not wait for an
+RPC."""
 
 from __future__ import annotations
 
@@ -73,8 +74,36 @@ async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[
     assert await view.balance(client) == before + 705  # the cached value, moved by the reservation, not read
     assert view.inference.reads == reads
     await paying.deposit(7)
-    clock.advance(TTL)
-    assert await view.balance(client) == before + 1012  # never served past the TTL (its age survived the spend)
+    clock.advance(TTL)  # its age survived the spend: stale now, answered while it is re-read
+    assert await view.balance(client) == before + 705
+    await asyncio.gather(*view._refreshing.values())
+    assert await view.balance(client) == before + 1012
+    clock.advance(TTL * STALE_FACTOR)  # too old to answer: read now
+    await paying.deposit(1)
+    assert await view.balance(client) == before + 1013
+
+
+async def test_a_background_re_read_older_than_a_spend_is_not_kept(  # type: ignore[no-untyped-def]
+    chain: EthTesterBackend, actors, genesis: Genesis
+) -> None:
+    clock = Clock()
+    view, paying = await _view(chain, actors, genesis, clock)
+    client = actors.client.address
+    gated = view.inference
+    assert isinstance(gated, GatedInference)
+    await paying.deposit(1000)
+    before = await view.balance(client)
+    assert before >= 1000
+    clock.advance(TTL * 1.2)
+    gated.gate.clear()
+    reads = gated.reads
+    assert await view.balance(client) == before  # stale: answered, re-read in the background…
+    while gated.reads == reads:  # …whose answer is on the wire
+        await asyncio.sleep(0.01)
+    view.spend_balance(client, 40)  # a start lands meanwhile; the chain's answer on the wire predates it
+    gated.gate.set()
+    await asyncio.gather(*view._refreshing.values())
+    assert await view.balance(client) == before - 40  # the spend stands; the older read was not stored
 
 
 async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-untyped-def]
