@@ -10,6 +10,8 @@ The TTFT the path adds *excluding the engine* is read per request from the answe
 (``dinfer.server_timing``): the client's TTFT minus the ML node's ``engine`` entry (its call of the same kind of
 llama.cpp server, from the request to the first chunk). At concurrency 1 nothing queues, so that difference is the
 path's own time — three HTTP hops, the TA's and executor's checks, the ML node's admission — split per layer too.
+For scale, the same run times the **floor** of one hop on this machine: the aiohttp client the hops use, to a
+bare uvicorn/FastAPI app (the framework every dinfer server runs on) that streams a fixed first chunk at once.
 llama.cpp serves one sequence at a time, so concurrency queues in both setups alike. The direct server runs beside
 the devnet, and each concurrency alternates direct and dinfer rounds over the same prompts (``ROUNDS``), so both
 see the same machine (a shared 2-core VM drifts by ±20 % from one minute to the next). The dinfer path pays
@@ -50,6 +52,7 @@ from dinfer.chain.anvil import free_port
 from dinfer.config import DevnetSettings
 from dinfer.crypto import inference_id
 from dinfer.devnet import Devnet
+from dinfer.http_stream import StreamClient
 from dinfer.mlnode.models import packaged_model_path
 from dinfer.sse import events
 
@@ -151,6 +154,72 @@ def _layers(s: Sample) -> dict[str, float]:
             "ML node": t["mlnode"] - t["engine"],
         })
     return out
+
+
+BARE_SERVER = """
+import sys
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+app = FastAPI()
+
+
+@app.post("/v1/chat/completions")
+async def chat(request: Request) -> StreamingResponse:
+    await request.body()
+
+    async def answer():
+        yield b'data: {"choices": [{"delta": {"content": "hi"}}]}\\n\\n'
+        yield b"data: [DONE]\\n\\n"
+
+    return StreamingResponse(answer(), media_type="text/event-stream")
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+HOP_REQUESTS = 20 if SMALL else 200
+
+
+async def hop_floor() -> dict[str, float]:
+    """Time to the first chunk through one bare hop (``BARE_SERVER``), p50/p90 over ``HOP_REQUESTS`` sequential
+    requests after 20 of warm-up, with ``dinfer.http_stream``'s client."""
+    port = free_port()
+    server = _bare_server(port)
+    streams = StreamClient()
+    try:
+        await _wait_post(f"http://127.0.0.1:{port}/v1/chat/completions")
+        times = []
+        for _ in range(20 + HOP_REQUESTS):
+            start = time.perf_counter()
+            resp = await streams.post(f"http://127.0.0.1:{port}/v1/chat/completions", _body(0, "m"), JSON,
+                                      connect_timeout=5, read_timeout=5)
+            async for _chunk in resp.chunks():
+                times.append((time.perf_counter() - start) * 1000)
+                break
+            await resp.close()
+        ordered = sorted(times[20:])
+        return {"p50_ms": statistics.median(ordered), "p90_ms": _quantile(ordered, 0.9), "requests": len(ordered)}
+    finally:
+        await streams.close()
+        server.terminate()
+        server.wait(10)
+
+
+def _bare_server(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
+
+
+async def _wait_post(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                await client.post(url, content=b"{}")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+    raise TimeoutError(url)
 
 
 def _direct_server(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -293,6 +362,7 @@ async def measure() -> dict[str, Any]:
                                                             offset + 20_000, normal))
         results["failover_normal"] = _combine(normal)
         results["failover_ttft_timeout_s"] = HUNG_TTFT_TIMEOUT_S
+        results["hop_floor"] = await hop_floor()  # beside the same devnet, as the routed requests were
     return results
 
 
@@ -351,6 +421,11 @@ def main() -> dict[str, Any]:
         "unit": "ms", "goal": "≤ 2 ms",
         "note": "client TTFT − the ML node's engine time, per request; p50 per layer: "
                 + ", ".join(f"{k} {layers[k]:.1f}" for k in LAYERS if k in layers)})
+    floor = res["hop_floor"]
+    summary.insert(3, {
+        "metric": "floor: one bare loopback HTTP hop, first chunk", "value": round(floor["p50_ms"], 2), "unit": "ms",
+        "note": f"p90 {floor['p90_ms']:.2f} ms; aiohttp → a uvicorn/FastAPI app streaming a fixed chunk, no work; "
+                "the routed path adds two such hops"})
     base = res["failover_normal"]["ttft_p50_ms"]
     extra = res["failover_refused"]["ttft_p50_ms"] - base
     summary.append({"metric": "failover extra TTFT p50 (refused executor)", "value": round(extra, 1), "unit": "ms",

@@ -27,7 +27,6 @@ from dinfer.errors import ModelNotFound
 from dinfer.http_errors import HTTPError, JSONBytesResponse
 from dinfer.node.executor import Execution, Kind
 from dinfer.node.remote import prepend
-from dinfer.node.store import seen_key
 from dinfer.openai_types import parse_request
 from dinfer.server_timing import HEADER as TIMING
 from dinfer.server_timing import entry, join
@@ -86,7 +85,7 @@ async def _execute(request: Request, kind: Kind) -> StreamingResponse:
     if blocking:
         raise HTTPError(403, f"the order of {signed.inference_id} names {blocking[0]} before this host",
                         "permission_error")
-    if not await rt.store.kv_set_if_absent(seen_key(signed.inference_id), "executor"):
+    if not rt.store.seen.add(signed.inference_id, "executor"):
         raise HTTPError(409, f"inference {signed.inference_id} was already delivered to this executor",
                         "invalid_request_error", code="replay")
     max_tokens = req.max_tokens or rt.settings.node.max_tokens_default

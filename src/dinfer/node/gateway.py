@@ -24,7 +24,7 @@ from dinfer.crypto import Keypair, inference_id
 from dinfer.http_errors import HTTPError
 from dinfer.node.api_keys import KEY_PREFIX, ApiKey, KeyCipher, KeyLimits, KeyStore, day_of
 from dinfer.node.executor import Kind
-from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+from dinfer.node.store import InferenceRecord, NodeStore
 from dinfer.node.ta import Accepted, Outcome, TransferAgent
 from dinfer.ratelimit import RateLimiter
 
@@ -108,7 +108,7 @@ class Gateway:
         for _ in range(_MAX_TIMESTAMP_BUMPS):
             signed = sign_headers(body, private_key, self.ta.address, timestamp=ts)
             iid = "0x" + inference_id(bytes.fromhex(signed[H_SIGNATURE][2:])).hex()
-            if iid not in self._issued and await self.store.kv_get(seen_key(iid)) is None:
+            if iid not in self._issued and self.store.seen.get(iid) is None:
                 break
             ts += 1  # same body in the same second: deterministic signatures would repeat the inference id
         else:

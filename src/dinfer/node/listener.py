@@ -22,7 +22,7 @@ from dinfer.errors import NodeError
 from dinfer.node.chain_view import ChainView
 from dinfer.node.executor import Execution, Executor, Kind
 from dinfer.node.remote import ExecutorPeer
-from dinfer.node.store import NodeStore, seen_key
+from dinfer.node.store import NodeStore
 from dinfer.openai_types import parse_request
 from dinfer.retry import RetryPolicy
 
@@ -61,7 +61,7 @@ class Listener:
             await self._maybe_execute("0x" + bytes(event.args["inference_id"]).hex())
 
     async def _maybe_execute(self, iid: str) -> None:
-        if await self.store.kv_get(seen_key(iid)) is not None:
+        if self.store.seen.get(iid) is not None:
             return
         # the TA is the start transaction's sender, kept in the record (InferenceStarted does not repeat it)
         ta = (await self.chain.inference.get_inference(bytes.fromhex(iid[2:]))).ta
@@ -83,7 +83,7 @@ class Listener:
         log.error("giving up the chain-first execution of %s", iid)
 
     async def _execute(self, iid: str, ta: str) -> None:
-        mark = await self.store.kv_get(seen_key(iid))
+        mark = self.store.seen.get(iid)
         if mark is not None and mark != CHAIN_FIRST:
             return  # the HTTP path owns it
         try:
@@ -94,7 +94,7 @@ class Listener:
         except (ValueError, KeyError) as exc:
             log.error("TA %s returned a malformed request for %s: %s", ta, iid, exc)
             return
-        if mark is None and not await self.store.kv_set_if_absent(seen_key(iid), CHAIN_FIRST):
+        if mark is None and not self.store.seen.add(iid, CHAIN_FIRST):
             return  # the HTTP request arrived while we were fetching
         # The contract already checked the timestamp window when it accepted the start: no window here.
         try:

@@ -260,12 +260,17 @@ class NodeRuntime:
             await self.validator.handle(event)
 
     async def _prune_payloads(self) -> None:
-        """Drop payloads older than ``node.payload_retention_s`` (checked every tenth of it, at most hourly)."""
+        """Drop payloads and ``inference_seen`` markers older than ``node.payload_retention_s`` (checked every
+        tenth of it, at most hourly)."""
         retention = self.settings.node.payload_retention_s
         while not self._stop.is_set():
             dropped = await self.store.prune_payloads(retention)
             if dropped:
                 log.info("dropped %d payload(s) past the %.0f s retention window", dropped, retention)
+            # a marker outlives its request's window and its start's expiry by far at any sane retention
+            markers = self.store.seen.prune(retention)
+            if markers:
+                log.info("dropped %d inference_seen marker(s) past the %.0f s retention window", markers, retention)
             await sleep_or_stop(self._stop, min(retention / 10, 3600.0))
 
     async def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""The host node's SQLite store (aiosqlite, WAL): KV markers, inference records, payloads, event cursors.
+"""The host node's SQLite store (aiosqlite, WAL): KV, inference records, payloads, event cursors; and the
+``inference_seen`` markers, kept in a file of their own next to it (``node-markers.sqlite``, ``dinfer.node.markers``).
 
 One file per node (``<data_dir>/node.sqlite``), one connection in autocommit mode: every statement is its own
 transaction (each change here is a single statement, so a crash never leaves half a record) and every read is
@@ -18,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from dinfer.chain.events import SqliteCursorStore
+from dinfer.node.markers import SeenMarkers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -48,9 +50,8 @@ CREATE INDEX IF NOT EXISTS payloads_created ON payloads (created_at);
 """
 
 
-def seen_key(inference_id: str) -> str:
-    """KV key of the marker written before dispatch (Gonka's ``inference_seen/<inferenceId>``)."""
-    return f"inference_seen/{inference_id}"
+LEGACY_SEEN_PREFIX = "inference_seen/"
+"""Where the markers lived in the KV table before they had their own file; moved over when the store opens."""
 
 
 @dataclass
@@ -99,9 +100,11 @@ class InferenceRecord:
 class NodeStore:
     """Async access to the node's SQLite file. ``await NodeStore.open(path)``; ``await store.close()``."""
 
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str, seen: SeenMarkers) -> None:
         self._db = db
         self.path = path
+        self.seen = seen
+        """The ``inference_seen`` markers (synchronous: see ``dinfer.node.markers``)."""
 
     @classmethod
     async def open(cls, path: Path | str) -> NodeStore:
@@ -113,7 +116,15 @@ class NodeStore:
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
         await db.executescript(SCHEMA)
-        return cls(db, path)
+        memory = path == ":memory:"
+        seen = SeenMarkers.open(":memory:" if memory else Path(path).with_name(Path(path).stem + "-markers.sqlite"))
+        store = cls(db, path, seen)
+        legacy = await store.kv_prefix(LEGACY_SEEN_PREFIX)
+        if legacy:  # markers written by an older version: into the markers file, then out of the KV table
+            seen.add_many({key.removeprefix(LEGACY_SEEN_PREFIX): value for key, value in legacy.items()})
+            await db.execute("DELETE FROM kv WHERE key >= ? AND key < ?",
+                             (LEGACY_SEEN_PREFIX, LEGACY_SEEN_PREFIX + "\uffff"))
+        return store
 
     async def attach_schema(self, schema: str) -> aiosqlite.Connection:
         """Create another module's tables (sessions, PoC leaves) on this store's connection and hand it over: the
@@ -127,6 +138,7 @@ class NodeStore:
 
     async def close(self) -> None:
         await self._db.close()
+        self.seen.close()
 
     # ------------------------------------------------------------ KV
 

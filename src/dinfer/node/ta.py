@@ -31,7 +31,7 @@ from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Execution, Executor, Kind
 from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer, Upstream, UpstreamFailed, prepend
-from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+from dinfer.node.store import InferenceRecord, NodeStore
 from dinfer.openai_types import ChatCompletionRequest, CompletionRequest, parse_request, prompt_tokens_upper_bound
 from dinfer.ratelimit import RateLimiter
 
@@ -147,7 +147,7 @@ class TransferAgent:
 
     async def dispatch(self, acc: Accepted) -> Outcome:
         iid = acc.inference_id
-        if not await self.store.kv_set_if_absent(seen_key(iid), str(int(time.time()))):
+        if not self.store.seen.add(iid, str(int(time.time()))):
             raise HTTPError(409, f"inference {iid} was already submitted (signed requests are single-use); "
                             "sign the request again with a new timestamp", "invalid_request_error", code="replay")
         members = acc.group.group.members
@@ -157,7 +157,7 @@ class TransferAgent:
         cumulative = acc.group.group.cumulative  # built once per epoch group
         first, skipped = selection.pick_from_prefix(iid_bytes, cumulative, active, max_draws)
         if first is None:
-            await self.store.kv_delete(seen_key(iid))  # nothing was dispatched: the same signed request may retry
+            self.store.seen.remove(iid)  # nothing was dispatched: the same signed request may retry
             raise await self._no_executor(acc)
         record = InferenceRecord(id=iid, role="ta", model=str(acc.request.model), client=acc.signed.client,
                                  ta=self.address, executor=members[first], status="RECEIVED",

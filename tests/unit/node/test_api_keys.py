@@ -32,7 +32,7 @@ from dinfer.node.gateway import Gateway, bearer_key, check_caps, wants_gateway
 from dinfer.node.keys_api import keys_digest, sign_keys_request, verify_keys_request
 from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer
-from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+from dinfer.node.store import InferenceRecord, NodeStore
 from dinfer.node.ta import TransferAgent
 from dinfer.ratelimit import RateLimiter
 
@@ -217,8 +217,7 @@ async def test_gateway_signs_fresh_inference_ids_for_the_key_account(gateway: Ga
     other, _ = await gateway.keys.create()
     ts = int(time.time())
     taken = sign_headers(body, gateway.account(other).private_key, gateway.ta.address, timestamp=ts)
-    await gateway.store.kv_set(seen_key("0x" + crypto.inference_id(bytes.fromhex(taken[H_SIGNATURE][2:])).hex()),
-                               "1")
+    gateway.store.seen.add("0x" + crypto.inference_id(bytes.fromhex(taken[H_SIGNATURE][2:])).hex(), "1")
     headers = {}
     await gateway.sign(other, body, headers)
     assert headers[H_SIGNATURE] != taken[H_SIGNATURE]

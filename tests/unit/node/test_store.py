@@ -1,21 +1,53 @@
-"""NodeStore: markers are set-once, inference records round-trip, payload retention."""
+"""NodeStore: markers are set-once, durable, moved over from the KV table and pruned; inference records round-trip;
+payload retention."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from dinfer.node.store import InferenceRecord, NodeStore, seen_key
+from dinfer.node.store import LEGACY_SEEN_PREFIX, InferenceRecord, NodeStore
 
 
-async def test_marker_is_set_once(tmp_path: Path) -> None:
+async def test_marker_is_set_once_and_survives_reopen(tmp_path: Path) -> None:
     store = await NodeStore.open(tmp_path / "n.sqlite")
-    assert await store.kv_set_if_absent(seen_key("0xabc"), "1700000000")
-    assert not await store.kv_set_if_absent(seen_key("0xabc"), "other")
-    assert await store.kv_get(seen_key("0xabc")) == "1700000000"
+    assert store.seen.add("0xabc", "1700000000")
+    assert not store.seen.add("0xabc", "other")
+    assert store.seen.get("0xabc") == "1700000000"
+    store.seen.add("0xdef", "executor")
+    store.seen.remove("0xdef")  # taken back: the same request may come again
+    assert store.seen.get("0xdef") is None and store.seen.add("0xdef", "executor")
     await store.kv_set("last_used_version", "v0.3.9")
     await store.kv_set("last_used_version", "v0.3.10")
     assert await store.kv_get("last_used_version") == "v0.3.10"
+    await store.close()
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    assert (store.seen.get("0xabc"), store.seen.get("0xdef")) == ("1700000000", "executor")
+    assert (tmp_path / "n-markers.sqlite").exists()  # a file of its own next to the store's
+    await store.close()
+
+
+async def test_markers_of_an_older_version_move_out_of_the_kv_table(tmp_path: Path) -> None:
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    store.seen.add("0x01", "new")
+    await store.kv_set(LEGACY_SEEN_PREFIX + "0x01", "old")  # as an older version wrote them
+    await store.kv_set(LEGACY_SEEN_PREFIX + "0x02", "executor")
+    await store.kv_set("last_used_version", "v0.3.9")
+    await store.close()
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    assert (store.seen.get("0x01"), store.seen.get("0x02")) == ("new", "executor")  # an existing marker stays
+    assert await store.kv_prefix(LEGACY_SEEN_PREFIX) == {}
+    assert await store.kv_get("last_used_version") == "v0.3.9"  # the rest of the KV table is untouched
+    await store.close()
+
+
+async def test_markers_are_pruned_by_age(tmp_path: Path) -> None:
+    store = await NodeStore.open(tmp_path / "n.sqlite")
+    store.seen.add("0x01", "1")
+    await asyncio.sleep(0.05)
+    store.seen.add("0x02", "1")
+    assert store.seen.prune(older_than_s=0.03) == 1
+    assert (store.seen.get("0x01"), store.seen.get("0x02")) == (None, "1")
     await store.close()
 
 
@@ -58,14 +90,14 @@ async def test_concurrent_reads_and_writes_never_lock(tmp_path: Path) -> None:
 
     async def worker(i: int) -> None:
         for j in range(20):
-            await store.kv_get(seen_key(f"0x{i}-{j - 1}"))
-            assert await store.kv_set_if_absent(seen_key(f"0x{i}-{j}"), "1")
+            await store.kv_get(f"k/0x{i}-{j - 1}")
+            assert await store.kv_set_if_absent(f"k/0x{i}-{j}", "1")
             await store.put_inference(InferenceRecord(id=f"0x{i}-{j}", role="ta", model="m", client="c", ta="t"))
-            await store.kv_prefix("inference_seen/")
+            await store.kv_prefix("k/")
             await cursors.save("inference", i * 100 + j, j)
 
     await asyncio.gather(*(worker(i) for i in range(20)))
-    assert len(await store.kv_prefix("inference_seen/")) == 400
+    assert len(await store.kv_prefix("k/")) == 400
     assert await cursors.load("inference") is not None
     await cursors.close()  # shared connection: closing the cursor view leaves the store usable
     assert await store.get_inference("0x3-4") is not None

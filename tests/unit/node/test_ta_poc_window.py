@@ -27,7 +27,7 @@ from dinfer.node.chain_writer import ChainWriter
 from dinfer.node.executor import Executor
 from dinfer.node.metrics import NodeMetrics
 from dinfer.node.remote import ExecutorPeer
-from dinfer.node.store import NodeStore, seen_key
+from dinfer.node.store import NodeStore
 from dinfer.node.ta import TransferAgent
 from dinfer.ratelimit import RateLimiter
 
@@ -92,7 +92,7 @@ async def test_no_eligible_executor_during_poc_is_503_until_the_poc_ends(  # typ
         blocks_left = window.end - await ta.chain.head()
         assert int(err.headers["Retry-After"]) == max(1, round(blocks_left * await ta.chain.seconds_per_block()))
         # nothing written: no marker (the same signed request may come back after the PoC), no record, no start
-        assert await store.kv_get(seen_key(accepted.inference_id)) is None
+        assert store.seen.get(accepted.inference_id) is None
         assert await store.get_inference(accepted.inference_id) is None
         assert ta.reserved.get(accepted.signed.client, 0) == 0 and not ta.pending_starts
 
