@@ -211,9 +211,10 @@ class ChainView:
         if not group.members:
             self._groups.pop(gkey, None)  # groups may still be forming: look again next time
             return None
-        statuses = await self._statuses(epoch, group.members)
+        # concurrently: after an idle spell both are re-read, and a request should wait for one round trip, not two
+        statuses, head = await asyncio.gather(self._statuses(epoch, group.members), self.head())
         window = await self.poc_window(epoch)
-        if not window.contains(await self.head() + 1, poc_edge):
+        if not window.contains(head + 1, poc_edge):
             return GroupView(epoch, model, group, tuple(statuses))
         slots = await self.poc_slots(epoch, gkey[1], group.members)
         return GroupView(epoch, model, group, tuple(statuses), window, slots)

@@ -115,7 +115,9 @@ class TransferAgent:
         if wait > 0:
             raise HTTPError(429, f"rate limit for {signed.client} exceeded; retry in {wait:.1f} s",
                             "rate_limit_error", headers={"Retry-After": RateLimiter.retry_after_header(wait)})
-        group = await self.chain.group(request.model)
+        # the balance is read alongside the group (one round trip, not two, after an idle spell); a request refused
+        # for its model below wasted that read, nothing more
+        group, balance = await asyncio.gather(self.chain.group(request.model), self.chain.balance(signed.client))
         if group is None:
             raise ModelNotFound(f"model {request.model!r} is not served in the current epoch (see GET /v1/models)")
         price = group.model.price_per_token
@@ -131,7 +133,7 @@ class TransferAgent:
         est = prompt_tokens_upper_bound(request)
         reserve = (est + max_tokens) * price
         reserved = self.reserved.get(signed.client, 0)
-        available = await self.chain.balance(signed.client) - reserved
+        available = balance - reserved
         if available < reserve:  # a deposit may have landed since the cached read: look again before refusing
             available = await self.chain.balance(signed.client, fresh=True) - reserved
         if available < reserve:
