@@ -37,6 +37,7 @@ class SeenMarkers:
     @classmethod
     def open(cls, path: Path | str) -> SeenMarkers:
         """Open (or create) the markers file; ``":memory:"`` for a throwaway one."""
+        # the event loop's thread is its only user; the flag lets whichever thread shuts the node down close it
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

@@ -30,7 +30,7 @@ class Upstream:
     _first: Callable[[], Awaitable[bytes]]
     _rest: Callable[[], AsyncIterator[bytes]]
     _close: Callable[[], Awaitable[None]]
-    timing: Callable[[], str] = str
+    timing: Callable[[], str] = lambda: ""
     """The ``Server-Timing`` of the layers below (``dinfer.server_timing``), known once ``first()`` returned."""
 
     async def first(self) -> bytes:
@@ -43,7 +43,7 @@ class Upstream:
         await self._close()
 
     @classmethod
-    def from_generator(cls, gen: AsyncIterator[bytes], timing: Callable[[], str] = str) -> Upstream:
+    def from_generator(cls, gen: AsyncIterator[bytes], timing: Callable[[], str] = lambda: "") -> Upstream:
         async def first() -> bytes:
             try:
                 return await anext(gen)

@@ -105,10 +105,16 @@ class _Admitted:
     """The prompt's token count; ``InvalidRequest`` when it does not fit the engine's context window."""
 
     def abandon(self) -> None:
-        """Give the engine place back and drop the count (its error, if any, is moot once the request failed)."""
+        """Give the engine place back and drop the count."""
         self.lease.release()
-        if not self.prompt_count.cancel() and not self.prompt_count.cancelled():
-            self.prompt_count.exception()
+        _discard(self.prompt_count)
+
+
+def _discard(task: asyncio.Task[int]) -> None:
+    """Stop a count nobody will read; if it already failed, its error is moot once the request failed too (read
+    here, so asyncio does not log it as never retrieved)."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
 
 
 async def _count_prompt(engine: Engine, kind: Kind, body: dict[str, Any]) -> int:
@@ -137,7 +143,7 @@ async def _admit(st: AppState, kind: Kind, request: Request) -> _Admitted:
     try:
         lease = await pool.acquire()
     except BaseException:
-        counting.cancel()
+        _discard(counting)
         raise
     return _Admitted(req, body, max_tokens, lease, counting)
 
