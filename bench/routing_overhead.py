@@ -165,6 +165,11 @@ from fastapi.responses import StreamingResponse
 app = FastAPI()
 
 
+@app.get("/health")
+async def health() -> dict:
+    return {}
+
+
 @app.post("/v1/chat/completions")
 async def chat(request: Request) -> StreamingResponse:
     await request.body()
@@ -188,7 +193,7 @@ async def hop_floor() -> dict[str, float]:
     server = _bare_server(port)
     streams = StreamClient()
     try:
-        await _wait_post(f"http://127.0.0.1:{port}/v1/chat/completions")
+        await _wait(f"http://127.0.0.1:{port}/health")
         times = []
         for _ in range(20 + HOP_REQUESTS):
             start = time.perf_counter()
@@ -208,18 +213,6 @@ async def hop_floor() -> dict[str, float]:
 
 def _bare_server(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
-
-
-async def _wait_post(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            try:
-                await client.post(url, content=b"{}")
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def _direct_server(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

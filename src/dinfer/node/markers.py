@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS seen (
 );
 CREATE INDEX IF NOT EXISTS seen_created ON seen (created_at);
 """
+_INSERT = "INSERT OR IGNORE INTO seen (inference_id, value, created_at) VALUES (?, ?, ?)"
 
 
 class SeenMarkers:
@@ -46,8 +47,7 @@ class SeenMarkers:
 
     def add(self, inference_id: str, value: str) -> bool:
         """Write the marker; False when one was already there (a replay, or the other path came first)."""
-        cur = self._db.execute("INSERT OR IGNORE INTO seen (inference_id, value, created_at) VALUES (?, ?, ?)",
-                               (inference_id, value, time.time()))
+        cur = self._db.execute(_INSERT, (inference_id, value, time.time()))
         return cur.rowcount == 1
 
     def get(self, inference_id: str) -> str | None:
@@ -61,8 +61,7 @@ class SeenMarkers:
     def add_many(self, markers: dict[str, str]) -> None:
         """Bring in markers kept elsewhere (the store's KV table before this file existed); existing ones stay."""
         now = time.time()
-        self._db.executemany("INSERT OR IGNORE INTO seen (inference_id, value, created_at) VALUES (?, ?, ?)",
-                             [(iid, value, now) for iid, value in markers.items()])
+        self._db.executemany(_INSERT, [(iid, value, now) for iid, value in markers.items()])
 
     def prune(self, older_than_s: float) -> int:
         """Drop markers older than ``older_than_s``; returns how many went. A marker matters while its signed

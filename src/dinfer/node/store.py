@@ -50,6 +50,11 @@ CREATE INDEX IF NOT EXISTS payloads_created ON payloads (created_at);
 """
 
 
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """The ``key >= ? AND key < ?`` bounds of every key starting with ``prefix``."""
+    return prefix, prefix + "\uffff"
+
+
 LEGACY_SEEN_PREFIX = "inference_seen/"
 """Where the markers lived in the KV table before they had their own file; moved over when the store opens."""
 
@@ -122,8 +127,7 @@ class NodeStore:
         legacy = await store.kv_prefix(LEGACY_SEEN_PREFIX)
         if legacy:  # markers written by an older version: into the markers file, then out of the KV table
             seen.add_many({key.removeprefix(LEGACY_SEEN_PREFIX): value for key, value in legacy.items()})
-            await db.execute("DELETE FROM kv WHERE key >= ? AND key < ?",
-                             (LEGACY_SEEN_PREFIX, LEGACY_SEEN_PREFIX + "\uffff"))
+            await store.kv_delete_prefix(LEGACY_SEEN_PREFIX)
         return store
 
     async def attach_schema(self, schema: str) -> aiosqlite.Connection:
@@ -166,8 +170,12 @@ class NodeStore:
     async def kv_prefix(self, prefix: str) -> dict[str, str]:
         """Every key starting with ``prefix`` (e.g. ``mlnode/``) and its value."""
         rows = await self._db.execute_fetchall("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                                               (prefix, prefix + "\uffff"))
+                                               _prefix_range(prefix))
         return {str(k): str(v) for k, v in rows}
+
+    async def kv_delete_prefix(self, prefix: str) -> None:
+        """Delete every key starting with ``prefix``."""
+        await self._db.execute("DELETE FROM kv WHERE key >= ? AND key < ?", _prefix_range(prefix))
 
     # ------------------------------------------------------------ inferences
 

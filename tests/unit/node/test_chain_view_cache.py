@@ -55,6 +55,15 @@ async def _view(chain: EthTesterBackend, actors: Any, genesis: Genesis,
     return ChainView(registry, epochs, GatedInference(inference), ttl=TTL, clock=clock or Clock()), paying
 
 
+async def _gated_view(chain: EthTesterBackend, actors: Any, genesis: Genesis,
+                      clock: Clock | None = None) -> tuple[ChainView, InferenceClient, GatedInference]:
+    """``_view`` and its gated Inference client, for tests that hold a balance read on the wire."""
+    view, paying = await _view(chain, actors, genesis, clock)
+    gated = view.inference
+    assert isinstance(gated, GatedInference)
+    return view, paying, gated
+
+
 async def test_balance_is_cached_until_forgotten_or_read_fresh(  # type: ignore[no-untyped-def]
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
@@ -87,10 +96,8 @@ async def test_a_background_re_read_older_than_a_spend_is_not_kept(  # type: ign
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
     clock = Clock()
-    view, paying = await _view(chain, actors, genesis, clock)
+    view, paying, gated = await _gated_view(chain, actors, genesis, clock)
     client = actors.client.address
-    gated = view.inference
-    assert isinstance(gated, GatedInference)
     await paying.deposit(1000)
     before = await view.balance(client)
     assert before >= 1000
@@ -109,10 +116,8 @@ async def test_a_background_re_read_older_than_a_spend_is_not_kept(  # type: ign
 async def test_a_read_in_flight_when_forgotten_is_not_kept(  # type: ignore[no-untyped-def]
     chain: EthTesterBackend, actors, genesis: Genesis
 ) -> None:
-    view, paying = await _view(chain, actors, genesis)
+    view, paying, gated = await _gated_view(chain, actors, genesis)
     client = actors.client.address
-    gated = view.inference
-    assert isinstance(gated, GatedInference)
     before = await view.balance(client, fresh=True)
     gated.gate.clear()
     in_flight = asyncio.ensure_future(view.balance(client, fresh=True))
